@@ -1,0 +1,352 @@
+"""Command line: ``mtkfs mount | umount | ls``.
+
+Orchestration only. Every :class:`~mtkfs.errors.MtkfsError` ends the command with one line on
+stderr (``mtkfs: error: …``) and its documented exit code — never a traceback; ``--debug`` shows
+the traceback for bug reports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import json
+import logging
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from mtkfs import __version__
+from mtkfs.cache import ChunkCache
+from mtkfs.daemon import DEFAULT_CACHE_BYTES, MountConfig, check_mountpoint, serve
+from mtkfs.discover import discover_map
+from mtkfs.errors import MountpointError, MtkfsError, UsageError
+from mtkfs.log import setup_logging
+from mtkfs.maps.report import map_report
+from mtkfs.transports import open_transport
+
+log = logging.getLogger(__name__)
+
+_SIZE = re.compile(r"^\s*(\d+)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def parse_size(text: str) -> int:
+    """``256M``, ``1G``, ``512k``, ``4096`` → bytes (binary units, as dd and cache sizes use)."""
+    match = _SIZE.match(text)
+    if not match:
+        raise UsageError(f"not a size: {text!r} (examples: 256M, 1G, 65536)")
+    return int(match.group(1)) * _UNITS[match.group(2).lower()]
+
+
+def human_size(size_bytes: int) -> str:
+    """Bytes as a short binary-unit string (``3.0 MiB``)."""
+    value = float(size_bytes)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def default_log_file() -> Path:
+    """Where a background daemon logs (its stderr goes nowhere)."""
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / "mtkfs" / "mtkfs.log"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mtkfs",
+        description="Show a device's flash (or a readback image) as a folder of partition files.",
+    )
+    parser.add_argument("--version", action="version", version=f"mtkfs {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    mount = sub.add_parser(
+        "mount",
+        help="mount a source as a folder of partition files",
+        description="Mount SOURCE at MOUNTPOINT. SOURCE is a readback image file (dd of "
+        "mmcblk0, SP Flash Tool User, NOR dump), a block device, or a folder of readback files "
+        "(Boot1/Boot2/RPMB/User or mmcblk0*.img). Read-only.",
+    )
+    mount.add_argument("source", metavar="SOURCE")
+    mount.add_argument("mountpoint", metavar="MOUNTPOINT", type=Path)
+    mount.add_argument(
+        "-o",
+        dest="options",
+        action="append",
+        default=[],
+        metavar="OPTIONS",
+        help="comma-separated mount options: ro (default), allow_other, default_permissions",
+    )
+    _add_map_args(mount)
+    mount.add_argument(
+        "--cache-size",
+        default=str(DEFAULT_CACHE_BYTES),
+        metavar="SIZE",
+        help="memory for cached chunks, e.g. 256M (default), 1G",
+    )
+    mount.add_argument(
+        "-f", "--foreground", action="store_true", help="stay in the foreground, log to stderr"
+    )
+    mount.add_argument("--log", type=Path, metavar="FILE", help="log file of a background mount")
+    mount.add_argument("--debug", action="store_true", help="verbose logging, tracebacks")
+    mount.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
+
+    umount = sub.add_parser("umount", help="unmount cleanly (also cleans up a dead mount)")
+    umount.add_argument("mountpoint", metavar="MOUNTPOINT", type=Path)
+    umount.add_argument(
+        "--timeout", type=float, default=60.0, metavar="SECONDS", help="wait for the daemon"
+    )
+    umount.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+
+    ls = sub.add_parser("ls", help="print the partition table of a source")
+    ls.add_argument("source", metavar="SOURCE")
+    _add_map_args(ls)
+    ls.add_argument("--json", action="store_true", help="machine-readable output")
+    ls.add_argument("--debug", action="store_true", help="verbose logging, tracebacks")
+    return parser
+
+
+def _add_map_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument(
+        "--map",
+        type=Path,
+        metavar="FILE",
+        help="partition table to use instead of the one on the source (GPT or MBR image)",
+    )
+    group.add_argument(
+        "--no-map", action="store_true", help="no partition files, only the whole regions"
+    )
+
+
+# -- mount ---------------------------------------------------------------------------------------
+
+
+def _mount_config(args: argparse.Namespace) -> MountConfig:
+    options = tuple(o.strip() for group in args.options for o in group.split(",") if o.strip())
+    return MountConfig(
+        source=args.source,
+        mountpoint=args.mountpoint.absolute(),
+        options=options,
+        map_file=args.map,
+        no_map=args.no_map,
+        cache_bytes=parse_size(args.cache_size),
+        log_file=args.log,
+    )
+
+
+def cmd_mount(args: argparse.Namespace) -> int:
+    config = _mount_config(args)
+    if args.foreground:
+        return _mount_foreground(config, args.ready_fd)
+    # Background: validate what we can here (fast, readable errors), then re-run ourselves in
+    # the foreground in a new session and wait until it says the mount is ready or failed.
+    check_mountpoint(config.mountpoint)
+    log_file = (args.log or default_log_file()).absolute()
+    argv = [a for a in sys.argv[1:] if a not in ("-f", "--foreground")]
+    read_fd, write_fd = os.pipe()
+    try:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_file, "ab") as log_stream:
+            child = subprocess.Popen(
+                [sys.executable, "-m", "mtkfs", *argv, "--foreground", "--ready-fd", str(write_fd)]
+                + ([] if args.log else ["--log", str(log_file)]),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=log_stream,
+                pass_fds=(write_fd,),
+                start_new_session=True,
+            )
+    finally:
+        os.close(write_fd)
+    with os.fdopen(read_fd, "r") as ready:
+        message = ready.readline().strip()
+    if message == "READY":
+        return 0
+    if message.startswith("ERROR "):
+        code, _, text = message[len("ERROR ") :].partition(" ")
+        print(f"mtkfs: error: {text}", file=sys.stderr)
+        return int(code)
+    status = child.wait()
+    print(
+        f"mtkfs: error: the mount daemon exited before the mount was ready (status {status}); "
+        f"see {log_file} or run again with --foreground --debug",
+        file=sys.stderr,
+    )
+    return 1
+
+
+def _mount_foreground(config: MountConfig, ready_fd: int | None) -> int:
+    def report(line: str) -> None:
+        nonlocal ready_fd
+        if ready_fd is not None:
+            os.write(ready_fd, (line + "\n").encode())
+            os.close(ready_fd)
+            ready_fd = None
+
+    try:
+        trio.run(serve, config, lambda: report("READY"))
+    except MtkfsError as exc:
+        report(f"ERROR {exc.exit_code} " + " ".join(str(exc).split()))
+        raise
+    except BaseException:
+        report("ERROR 1 unexpected failure; run with --foreground --debug to see why")
+        raise
+    return 0
+
+
+# -- umount --------------------------------------------------------------------------------------
+
+
+def _mount_entry(mountpoint: Path) -> str | None:
+    """The filesystem type mounted at ``mountpoint`` per /proc/self/mountinfo, if any."""
+    target = os.path.realpath(mountpoint)
+    with open("/proc/self/mountinfo") as info:
+        for line in info:
+            fields = line.split()
+            sep = fields.index("-")
+            point = fields[4].encode().decode("unicode_escape")
+            if point == target:
+                fstype = fields[sep + 1]
+                return fstype
+    return None
+
+
+def _daemon_pid(mountpoint: Path) -> int | None:
+    try:
+        status = json.loads((mountpoint / ".mtkfs" / "status.json").read_text())
+        return int(status["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def cmd_umount(args: argparse.Namespace) -> int:
+    mountpoint: Path = args.mountpoint.absolute()
+    fstype = _mount_entry(mountpoint)
+    if fstype is None:
+        raise MountpointError(f"{mountpoint} is not mounted")
+    if fstype != "fuse.mtkfs":
+        raise MountpointError(
+            f"{mountpoint} is a {fstype} mount, not an mtkfs one; use umount(8) for it"
+        )
+    pid = _daemon_pid(mountpoint)
+    result = subprocess.run(
+        ["fusermount3", "-u", str(mountpoint)], capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0:
+        stale = "not connected" in result.stderr
+        busy = "busy" in result.stderr
+        if busy:
+            raise MountpointError(
+                f"{mountpoint} is busy: something still uses it (a loop mount, a shell inside "
+                f"it); see `fuser -vm {mountpoint}`, stop that, then retry"
+            )
+        if not stale:
+            raise MountpointError(f"cannot unmount {mountpoint}: {result.stderr.strip()}")
+        # The daemon is gone; a lazy unmount removes the dead entry.
+        subprocess.run(["fusermount3", "-u", "-z", str(mountpoint)], check=False)
+        print(f"mtkfs: removed dead mount {mountpoint}", file=sys.stderr)
+        return 0
+    if pid is not None:
+        deadline = time.monotonic() + args.timeout
+        while _pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if _pid_alive(pid):
+            print(f"mtkfs: warning: daemon {pid} still running after unmount", file=sys.stderr)
+    return 0
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie (our own child, in tests) counts as gone.
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(") ", 1)[1][:1] != "Z"
+    except OSError:
+        return False
+
+
+# -- ls ------------------------------------------------------------------------------------------
+
+
+async def _ls_report(args: argparse.Namespace) -> dict[str, Any]:
+    transport = open_transport(args.source)
+    try:
+        cache = ChunkCache(transport, chunk_bytes=1 << 16, max_bytes=16 << 20)
+        if args.no_map:
+            from mtkfs.maps.model import PartitionMap
+
+            pmap = PartitionMap((), "none (--no-map)")
+        else:
+            pmap = await discover_map(transport.regions, cache.read, map_file=args.map)
+        return map_report(transport.description, transport.regions.values(), pmap)
+    finally:
+        await transport.aclose()
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    report = trio.run(_ls_report, args)
+    if args.json:
+        json.dump(report, sys.stdout, indent=2)
+        print()
+        return 0
+    print(f"source: {report['source']}")
+    print(f"map:    {report['map']}")
+    regions = ", ".join(f"{r['name']} {human_size(r['size'])}" for r in report["regions"])
+    print(f"regions: {regions}")
+    print()
+    header = f"{'#':>3}  {'NAME':<16} {'REGION':<6} {'OFFSET':>14} {'SIZE':>14} {'':>10}"
+    print(header)
+    for part in report["partitions"]:
+        number = "" if part["number"] is None else str(part["number"])
+        mark = "" if part["exposed"] else "  (missing)"
+        print(
+            f"{number:>3}  {part['name']:<16} {part['region']:<6} {part['offset']:>#14x} "
+            f"{part['size']:>#14x} {human_size(part['size']):>10}{mark}"
+        )
+        for warning in part["warnings"]:
+            print(f"{'':>5}! {warning}")
+    for warning in report["warnings"]:
+        print(f"warning: {warning}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    debug = bool(getattr(args, "debug", False))
+    setup_logging(debug=debug, log_file=getattr(args, "log", None))
+    commands = {"mount": cmd_mount, "umount": cmd_umount, "ls": cmd_ls}
+    try:
+        return commands[args.command](args)
+    except MtkfsError as exc:
+        if debug:
+            log.exception("failed")
+        print(f"mtkfs: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+    except OSError as exc:
+        if debug:
+            log.exception("failed")
+        if exc.errno == errno.EACCES:
+            print(f"mtkfs: error: permission denied: {exc.filename} (try sudo)", file=sys.stderr)
+        else:
+            print(f"mtkfs: error: {exc}", file=sys.stderr)
+        return 1

@@ -1,0 +1,163 @@
+"""The one exception hierarchy of mtkfs.
+
+Why one hierarchy: every layer raises these, and exactly two places translate them —
+``fuse/ops.py`` turns them into ``FUSEError(exc.errno)`` and ``cli.py`` turns them into a
+one-line message and ``exc.exit_code``. Nothing else inspects errno values, so the errno and the
+exit code of a failure are decided here, once. ``docs/errors.md`` is the table; a test checks that
+every class below appears in it.
+
+Exit codes (documented in docs/errors.md and the man page):
+
+====  =================================================================
+  1   unexpected failure (a bug: please report it with ``--debug``)
+  2   usage error (bad arguments)
+  3   the source cannot be opened (missing file, unknown folder layout)
+  4   no usable partition map (none found, corrupt, or inconsistent)
+  5   the mountpoint cannot be used (missing, not a folder, in use)
+  6   the transport failed (device gone, I/O error, timeout)
+====  =================================================================
+
+Codes 2–5 are "do not restart" codes for systemd: retrying cannot help.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+
+
+class MtkfsError(Exception):
+    """Base of every error mtkfs raises on purpose.
+
+    Attributes:
+        errno: what a FUSE request that hits this error returns to the kernel.
+        exit_code: what the CLI exits with when this error ends a command.
+        temporary: a retry may succeed (only transports retry, see DESIGN.md).
+    """
+
+    errno: int = _errno.EIO
+    exit_code: int = 1
+    temporary: bool = False
+
+
+class UsageError(MtkfsError):
+    """The command line is wrong (unknown option value, bad size, conflicting flags)."""
+
+    errno = _errno.EINVAL
+    exit_code = 2
+
+
+class SourceError(MtkfsError):
+    """The source named on the command line cannot be opened or is not understood."""
+
+    errno = _errno.ENOENT
+    exit_code = 3
+
+
+class MapError(MtkfsError):
+    """No usable partition map: none found, or what was found contradicts itself."""
+
+    errno = _errno.EINVAL
+    exit_code = 4
+
+
+class NoMapError(MapError):
+    """The source holds no partition table mtkfs recognises."""
+
+
+class CorruptMapError(MapError):
+    """A partition table was found but fails its checks (CRC, bounds, loops)."""
+
+
+class MountpointError(MtkfsError):
+    """The mountpoint is missing, not a folder, already mounted, or a stale mount."""
+
+    errno = _errno.EBUSY
+    exit_code = 5
+
+
+class TransportError(MtkfsError):
+    """Reading or writing the device failed."""
+
+    errno = _errno.EIO
+    exit_code = 6
+
+
+class TransportTimeout(TransportError):
+    """The device did not answer in time."""
+
+    errno = _errno.ETIMEDOUT
+    temporary = True
+
+
+class DeviceGoneError(TransportError):
+    """The device disappeared (unplugged, rebooted, file removed)."""
+
+    errno = _errno.ENODEV
+
+
+class ProtocolError(TransportError):
+    """The two sides of a protocol disagree."""
+
+    errno = _errno.EPROTO
+
+
+class LocalProtocolError(ProtocolError):
+    """We broke the protocol (a bug in mtkfs)."""
+
+
+class RemoteProtocolError(ProtocolError):
+    """The device broke the protocol (or the link corrupted bytes)."""
+
+
+class ReadOnlyError(MtkfsError):
+    """A write was attempted on a read-only mount, source, or failsafe mount."""
+
+    errno = _errno.EROFS
+
+
+class ProtectedPartitionError(MtkfsError):
+    """A write to a critical partition that was not unlocked with ``--unlock NAME``."""
+
+    # EPERM rather than EROFS: the mount is writable, this one file is not, by policy.
+    errno = _errno.EPERM
+
+
+class OutOfRangeError(MtkfsError):
+    """A request falls outside a partition or region."""
+
+    # ENOSPC is what dd/cp report sensibly for "write past the end of a fixed-size file".
+    errno = _errno.ENOSPC
+
+
+class BusyError(MtkfsError):
+    """The operation conflicts with one in progress."""
+
+    errno = _errno.EBUSY
+
+
+class VerifyError(TransportError):
+    """Data read back after a write differs from what was written."""
+
+    errno = _errno.EIO
+
+
+ALL_ERRORS: tuple[type[MtkfsError], ...] = (
+    MtkfsError,
+    UsageError,
+    SourceError,
+    MapError,
+    NoMapError,
+    CorruptMapError,
+    MountpointError,
+    TransportError,
+    TransportTimeout,
+    DeviceGoneError,
+    ProtocolError,
+    LocalProtocolError,
+    RemoteProtocolError,
+    ReadOnlyError,
+    ProtectedPartitionError,
+    OutOfRangeError,
+    BusyError,
+    VerifyError,
+)

@@ -1,0 +1,181 @@
+"""Readback images as a transport: one file per region, read with ``pread`` on a shared fd.
+
+What users hand us (DESIGN.md "Sources"):
+
+* one file — a ``dd`` of ``mmcblk0``, an SP Flash Tool ``User`` readback, a NOR/NAND dump. Its
+  region is named from the file name when it is a known readback name, otherwise ``user`` when it
+  holds a partition table and ``flash`` when it does not (a raw NOR/NAND dump).
+* a folder of readback files: SP Flash Tool ``Boot1``/``Boot2``/``RPMB``/``User`` (any case,
+  optional ``.bin``/``.img``) or Linux-style ``mmcblk0.img``, ``mmcblk0boot0.img``,
+  ``mmcblk0boot1.img``, ``mmcblk0rpmb.img``. Each recognised file becomes one region.
+* a block device (a card reader with the phone's eMMC, ``/dev/sdX``) — treated like a file.
+
+Why pread on one fd per file: it is stateless (no shared seek position between concurrent
+readers), it never loads a whole multi-GB file, and the kernel page cache does the rest.
+Reads run in worker threads so a slow disk never stalls the FUSE event loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import stat
+from collections.abc import Mapping
+from pathlib import Path
+
+import trio
+
+from mtkfs.errors import DeviceGoneError, SourceError
+from mtkfs.maps.model import Region
+from mtkfs.transports.base import Transport
+
+log = logging.getLogger(__name__)
+
+#: SP Flash Tool readback names (any case, optional .bin/.img) → region.
+_SPFT_NAME = re.compile(r"^(boot1|boot2|rpmb|user)(?:\.(?:bin|img))?$", re.IGNORECASE)
+#: Linux block-device style names → region.
+_LINUX_NAME = re.compile(r"^mmcblk(\d+)(boot0|boot1|rpmb)?(?:\.(?:bin|img))?$", re.IGNORECASE)
+_LINUX_REGION = {None: "user", "boot0": "boot1", "boot1": "boot2", "rpmb": "rpmb"}
+
+#: Bytes fetched per cache miss. Big enough that a sequential copy makes few calls, small
+#: enough that a random 4 KiB read of a loop-mounted ext4 does not drag in much extra.
+IMAGE_CHUNK_BYTES = 1 << 20
+#: Concurrent preads per transport (a local disk likes a little parallelism, not a lot).
+_MAX_THREADS = 4
+
+_EXPECTED = (
+    "SP Flash Tool readback files Boot1, Boot2, RPMB, User (optionally .bin/.img) or Linux-style "
+    "mmcblk0.img, mmcblk0boot0.img, mmcblk0boot1.img, mmcblk0rpmb.img"
+)
+
+
+def region_for_file_name(file_name: str) -> str | None:
+    """The region a readback file's name stands for, or None if the name is not one we know."""
+    match = _SPFT_NAME.match(file_name)
+    if match:
+        return match.group(1).lower()
+    match = _LINUX_NAME.match(file_name)
+    if match:
+        part = match.group(2).lower() if match.group(2) else None
+        return _LINUX_REGION[part]
+    return None
+
+
+def _file_size_bytes(path: Path, fd: int) -> int:
+    """Size of a regular file or a block device (whose st_size is 0)."""
+    mode = os.fstat(fd).st_mode
+    if stat.S_ISBLK(mode):
+        return os.lseek(fd, 0, os.SEEK_END)
+    if not stat.S_ISREG(mode):
+        raise SourceError(f"{path} is neither a regular file nor a block device")
+    return os.fstat(fd).st_size
+
+
+def _looks_partitioned(fd: int) -> bool:
+    """True when the first sectors hold a GPT or MBR signature (cheap sniff, 8 KiB)."""
+    head = os.pread(fd, 8192, 0)
+    if head[512:520] == b"EFI PART" or head[4096:4104] == b"EFI PART":
+        return True
+    return len(head) >= 512 and head[510:512] == b"\x55\xaa"
+
+
+def _open_ro(path: Path) -> int:
+    try:
+        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except PermissionError as exc:
+        raise SourceError(f"cannot read {path}: permission denied (try sudo)") from exc
+    except OSError as exc:
+        raise SourceError(f"cannot open {path}: {exc.strerror}") from exc
+
+
+class ImageTransport(Transport):
+    """Regions backed by image files. Build it with :meth:`open`."""
+
+    def __init__(self, files: Mapping[str, Path], description: str) -> None:
+        self._fds: dict[str, int] = {}
+        regions: dict[str, Region] = {}
+        try:
+            for region, path in files.items():
+                fd = _open_ro(path)
+                self._fds[region] = fd
+                size = _file_size_bytes(path, fd)
+                if size == 0:
+                    raise SourceError(f"{path} is empty: the readback did not complete?")
+                regions[region] = Region(region, size)
+        except BaseException:
+            self._close_fds()
+            raise
+        self.files = dict(files)
+        self.regions = regions
+        self.description = description
+        self.device_id = "image:" + str(Path(os.path.commonpath(list(files.values()))).resolve())
+        self.chunk_bytes = IMAGE_CHUNK_BYTES
+        self.mtime_s = max(os.fstat(fd).st_mtime for fd in self._fds.values())
+        self._limiter = trio.CapacityLimiter(_MAX_THREADS)
+
+    @classmethod
+    def open(cls, source: Path) -> ImageTransport:
+        """Recognise ``source`` (a file, block device or readback folder) and open it."""
+        try:
+            st = source.stat()
+        except FileNotFoundError as exc:
+            raise SourceError(f"{source}: no such file or folder") from exc
+        except OSError as exc:
+            raise SourceError(f"{source}: {exc.strerror}") from exc
+        if stat.S_ISDIR(st.st_mode):
+            return cls._open_folder(source)
+        region = region_for_file_name(source.name)
+        if region is None:
+            fd = _open_ro(source)
+            try:
+                region = "user" if _looks_partitioned(fd) else "flash"
+            finally:
+                os.close(fd)
+        return cls({region: source}, f"image {source} ({region})")
+
+    @classmethod
+    def _open_folder(cls, folder: Path) -> ImageTransport:
+        files: dict[str, Path] = {}
+        others: list[str] = []
+        for entry in sorted(folder.iterdir()):
+            region = region_for_file_name(entry.name) if entry.is_file() else None
+            if region is None:
+                if not entry.name.startswith("."):
+                    others.append(entry.name)
+                continue
+            if region in files:
+                raise SourceError(
+                    f"{folder} holds two readbacks of region {region}: {files[region].name} and "
+                    f"{entry.name}; move one of them away"
+                )
+            files[region] = entry
+        if not files:
+            found = ", ".join(others[:8]) + (", …" if len(others) > 8 else "") or "nothing"
+            raise SourceError(
+                f"{folder} holds no readback files I recognise (found: {found}); expected "
+                f"{_EXPECTED}"
+            )
+        names = ", ".join(f"{p.name}={r}" for r, p in files.items())
+        return cls(files, f"readback folder {folder} ({names})")
+
+    async def read(self, region: str, offset_bytes: int, size_bytes: int) -> bytes:
+        fd = self._fds.get(region)
+        if fd is None:
+            raise DeviceGoneError(f"region {region} is not open (transport closed?)")
+        try:
+            return await trio.to_thread.run_sync(
+                os.pread, fd, size_bytes, offset_bytes, limiter=self._limiter
+            )
+        except OSError as exc:
+            raise DeviceGoneError(
+                f"reading {self.files[region]} at {offset_bytes:#x}: {exc.strerror}"
+            ) from exc
+
+    def _close_fds(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+
+    async def aclose(self) -> None:
+        self._close_fds()
