@@ -19,6 +19,8 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
+import trio
+
 from mtkfs.errors import NoMapError, SourceError
 from mtkfs.maps.gpt import read_gpt
 from mtkfs.maps.mbr import read_mbr
@@ -80,7 +82,7 @@ async def discover_map(
     if map_file is None:
         return await probe_region(region, read)
     try:
-        table = map_file.read_bytes()[:_MAX_MAP_FILE_BYTES]
+        table = (await trio.Path(map_file).read_bytes())[:_MAX_MAP_FILE_BYTES]
     except OSError as exc:
         raise SourceError(f"cannot read map file {map_file}: {exc.strerror}") from exc
 

@@ -17,9 +17,9 @@ import functools
 import logging
 import os
 import stat
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import pyfuse3
 
@@ -36,7 +36,9 @@ R = TypeVar("R")
 _STATIC_TIMEOUT_S = 300.0
 
 
-def translate_errors(handler: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+def translate_errors(
+    handler: Callable[P, Coroutine[Any, Any, R]],
+) -> Callable[P, Coroutine[Any, Any, R]]:
     """Make a handler raise only ``FUSEError`` (see the module rules)."""
 
     @functools.wraps(handler)

@@ -116,8 +116,8 @@ def test_ls_s650_matches_partx(s650: Layout) -> None:
         if int(ptype, 16) in (0x05, 0x0F, 0x85):
             continue  # the extended container (p1) is not a partition of data
         # libblkid keeps MTK's "to the end" sizes as written; the kernel (and mtkfs) clamp them.
-        size = min(size, user_size - start)
-        assert (parts[f"p{nr}"]["offset"], parts[f"p{nr}"]["size"]) == (start, size)
+        clamped = min(size, user_size - start)
+        assert (parts[f"p{nr}"]["offset"], parts[f"p{nr}"]["size"]) == (start, clamped)
     expected = {p.name: (p.offset_bytes, p.size_bytes) for p in s650.partitions}
     assert {n: (p["offset"], p["size"]) for n, p in parts.items()} == expected
     # The seed's dumchar_info: fat (p8) runs exactly to the end of the 7597184 KiB user area.
@@ -169,8 +169,15 @@ def test_cp_dd_and_short_reads(p70a: Layout, tmp_path: Path) -> None:
         # dd with hand-computed skip= on the whole region, as users did before mtkfs.
         skip_mib = system.offset_bytes // MiB
         subprocess.run(
-            ["dd", f"if={mnt}/regions/user.img", f"of={tmp_path}/sys8m", "bs=1M",
-             f"skip={skip_mib}", "count=8", "status=none"],
+            [
+                "dd",
+                f"if={mnt}/regions/user.img",
+                f"of={tmp_path}/sys8m",
+                "bs=1M",
+                f"skip={skip_mib}",
+                "count=8",
+                "status=none",
+            ],
             check=True,
         )
         with open(mnt / "system.img", "rb") as f:
@@ -258,9 +265,28 @@ def small_gpt_image(path: Path) -> None:
     """64 MiB, four partitions, made by sgdisk, each filled with its own byte pattern."""
     subprocess.run(["truncate", "-s", "64M", str(path)], check=True)
     subprocess.run(
-        ["sgdisk", "-a", "1", "-n", "1:2048:+8M", "-c", "1:boot", "-n", "2:0:+16M", "-c",
-         "2:system", "-n", "3:0:+16M", "-c", "3:cache", "-n", "4:0:+16M", "-c", "4:userdata",
-         str(path)],
+        [
+            "sgdisk",
+            "-a",
+            "1",
+            "-n",
+            "1:2048:+8M",
+            "-c",
+            "1:boot",
+            "-n",
+            "2:0:+16M",
+            "-c",
+            "2:system",
+            "-n",
+            "3:0:+16M",
+            "-c",
+            "3:cache",
+            "-n",
+            "4:0:+16M",
+            "-c",
+            "4:userdata",
+            str(path),
+        ],
         check=True,
         capture_output=True,
     )

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
 import trio
 import trio.testing
-import pytest
 
 from mtkfs.cache import ChunkCache
 from mtkfs.errors import DeviceGoneError, OutOfRangeError

@@ -50,7 +50,8 @@ async def test_folder_of_readback_files(tmp_path: Path) -> None:
             "boot2": 8192,
             "user": 16384,
         }
-        assert await transport.read("user", 250, 10) == bytes([250, 251, 252, 253, 254, 255, 0, 1, 2, 3])
+        expected = bytes([250, 251, 252, 253, 254, 255, 0, 1, 2, 3])
+        assert await transport.read("user", 250, 10) == expected
         assert await transport.read("boot2", 8190, 100) == b"\x02\x02"  # short at the end
     finally:
         await transport.aclose()

@@ -11,8 +11,19 @@ PACKAGE = Path(__file__).resolve().parents[2] / "mtkfs"
 
 #: package → modules it must never import (directly).
 FORBIDDEN = {
-    "maps": ("trio", "pyfuse3", "usb", "serial", "os", "subprocess", "mtkfs.transports",
-             "mtkfs.cache", "mtkfs.fuse", "mtkfs.daemon", "mtkfs.cli"),
+    "maps": (
+        "trio",
+        "pyfuse3",
+        "usb",
+        "serial",
+        "os",
+        "subprocess",
+        "mtkfs.transports",
+        "mtkfs.cache",
+        "mtkfs.fuse",
+        "mtkfs.daemon",
+        "mtkfs.cli",
+    ),
     "transports": ("pyfuse3", "mtkfs.cache", "mtkfs.fuse", "mtkfs.daemon", "mtkfs.cli"),
     "cache": ("pyfuse3", "mtkfs.fuse", "mtkfs.daemon", "mtkfs.cli"),
     "volume": ("pyfuse3", "mtkfs.fuse", "mtkfs.daemon", "mtkfs.cli"),

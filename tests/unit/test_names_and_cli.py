@@ -45,12 +45,13 @@ def test_clean_name_is_always_safe(raw: str) -> None:
 
 
 def test_unique_names() -> None:
-    assert unique_names(["boot", "boot", "BOOT", "system"]) == ["boot", "boot~2", "BOOT~3", "system"]
+    names = ["boot", "boot", "BOOT", "system"]
+    assert unique_names(names) == ["boot", "boot~2", "BOOT~3", "system"]
 
 
 @pytest.mark.parametrize(
-    ("text", "size"), [("256M", 256 << 20), ("1G", 1 << 30), ("512k", 512 << 10), ("4096", 4096),
-                       ("2GiB", 2 << 30)]
+    ("text", "size"),
+    [("256M", 256 << 20), ("1G", 1 << 30), ("512k", 512 << 10), ("4096", 4096), ("2GiB", 2 << 30)],
 )
 def test_parse_size(text: str, size: int) -> None:
     assert parse_size(text) == size
