@@ -1,0 +1,810 @@
+"""Builders for realistic MTK readback images, made with the same tools a user would use.
+
+Why real tools: a partition table written by our own code and read back by our own parser would
+only prove the two agree with each other. Here the GPT comes from ``sgdisk`` and the file systems
+from ``mkfs.ext4``; the MTK MBR/EBR chain (which no standard tool writes: three logicals per EBR)
+is packed with :mod:`struct` byte for byte as MTK's ``ptgen`` lays it out. The numbers are those
+of two real phones (the project's seeds), so the images have the quirks readbacks really have:
+
+* :func:`build_p70a` — a Lenovo P-70A (MT6752) as SP Flash Tool reads it back: ``Boot1``,
+  ``Boot2``, ``User``. The GPT was written for a slightly smaller disk, so ``User`` is 991 sectors
+  longer than the GPT says (parted's "Not all of the space … an extra 991 blocks" warning).
+* :func:`build_s650` — a Lenovo S650 (MT6582) as ``dd`` reads it on the phone: ``mmcblk0.img``,
+  ``mmcblk0boot0.img``, ``mmcblk0boot1.img``, with an MBR + EBR chain holding three logical
+  partitions in one EBR and MTK's "0xFFFFFFFF - …" size for the last one.
+
+Images are sparse (``truncate``; only metadata and a few MiB of content are ever written: a whole
+build uses a few tens of MB of disk and takes a couple of seconds) and deterministic: the same
+bytes on every run (fixed GUIDs/UUIDs/hash seeds, ``E2FSPROGS_FAKE_TIME``, a pinned
+``mke2fs.conf``, content from a seeded SHAKE-256 stream).
+
+Run ``python -m mtkfs.testing.disk p70a|s650 FOLDER`` to build one from the shell (``make demo``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import hashlib
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+__all__ = [
+    "P70A_BOOT_BYTES",
+    "P70A_BUILD_PROP",
+    "P70A_GPT",
+    "P70A_GPT_DISK_SECTORS",
+    "P70A_USER_BYTES",
+    "S650_BOOT_BYTES",
+    "S650_BUILD_PROP",
+    "S650_DUMCHAR_INFO",
+    "S650_DUMCHAR_NAMES",
+    "S650_USER_BYTES",
+    "SECTOR_BYTES",
+    "ExpectedPartition",
+    "Layout",
+    "build_p70a",
+    "build_s650",
+    "find_tool",
+    "main",
+    "p70a_system_files",
+    "pseudo_random",
+    "s650_android_files",
+]
+
+SECTOR_BYTES = 512
+_KiB = 1 << 10
+_MiB = 1 << 20
+
+#: Fixed clock for mkfs and for the files put into the file systems (1 Jan 2015, UTC).
+_EPOCH_S = 1420070400
+
+#: Namespace for the deterministic GUIDs/UUIDs of the images.
+_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://mtkfs.invalid/testing/disk")
+
+#: Microsoft basic data: what MTK's GPT uses for every entry (parted shows it as ``msftdata``).
+_GPT_TYPE_CODE = "0700"
+
+
+@dataclass(frozen=True)
+class ExpectedPartition:
+    """One partition a correct map of the built image must find, as the table declares it.
+
+    ``size_bytes`` is the size *as a mount should expose it*: for the S650's last partition that
+    is the declared "to the end of the disk" size clamped to the user area.
+    ``fs`` is ``"ext4"`` where a file system was made, else None (raw or pseudo-random bytes).
+    """
+
+    name: str
+    region: str
+    offset_bytes: int
+    size_bytes: int
+    fs: str | None
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A built readback folder and the truth about it, for tests to compare a mount against.
+
+    Attributes:
+        folder: the folder the files were built in (what ``mtkfs mount FOLDER`` is given).
+        regions: region name (``user``, ``boot1``, ``boot2``) → the file holding it.
+        partitions: what the user area's table declares, in table order.
+    """
+
+    folder: Path
+    regions: dict[str, Path]
+    partitions: tuple[ExpectedPartition, ...]
+
+    def by_name(self, name: str) -> ExpectedPartition:
+        """The expected partition called ``name`` (KeyError if none)."""
+        for part in self.partitions:
+            if part.name == name:
+                return part
+        raise KeyError(name)
+
+    def read(self, name: str, offset_bytes: int = 0, size_bytes: int | None = None) -> bytes:
+        """Bytes of partition ``name`` straight from its region file — the reference for a mount.
+
+        Reads ``size_bytes`` (default: to the end of the partition; mind the gigabytes) from
+        ``offset_bytes`` into the partition, never past its end.
+        """
+        part = self.by_name(name)
+        if not 0 <= offset_bytes <= part.size_bytes:
+            raise ValueError(f"offset {offset_bytes} outside {name} ({part.size_bytes} bytes)")
+        available = part.size_bytes - offset_bytes
+        length = available if size_bytes is None else min(size_bytes, available)
+        with self.regions[part.region].open("rb") as f:
+            f.seek(part.offset_bytes + offset_bytes)
+            return f.read(length)
+
+    def copy_to(self, folder: Path) -> Layout:
+        """A sparse copy of the region files in ``folder``: a private image a test may write to.
+
+        Why: the test suite builds each layout once per session and shares it; a test that
+        mounts with ``-o rw`` must work on its own copy. Copying only the data extents takes a
+        fraction of a second and a few tens of MB, whatever the apparent size.
+        """
+        folder.mkdir(parents=True, exist_ok=True)
+        regions: dict[str, Path] = {}
+        for region, source in self.regions.items():
+            regions[region] = folder / source.name
+            _sparse_copy(source, regions[region])
+        return replace(self, folder=folder, regions=regions)
+
+
+# --------------------------------------------------------------------------------------------
+# Lenovo P-70A (MT6752): GPT, SP Flash Tool readback (Boot1, Boot2, User)
+
+#: EMMC_PART_BOOT1/BOOT2 size from SP Flash Tool's memory test report.
+P70A_BOOT_BYTES = 0x400000
+#: EMMC_PART_USER size (0x3a3e00000): the ``User`` readback file and parted's "Disk …: …B".
+P70A_USER_BYTES = 15634268160
+#: The disk size the GPT was written for: its backup header is the last sector (LBA 30534688),
+#: the last usable LBA is 30534655 (flashinfo's end). ``User`` is 991 sectors longer.
+P70A_GPT_DISK_SECTORS = 30534689
+
+#: The seed's ``parted User unit b print``: (name, start byte, size bytes), GPT entries 1..19.
+P70A_GPT: tuple[tuple[str, int, int], ...] = (
+    ("proinfo", 524288, 3145728),
+    ("nvram", 3670016, 5242880),
+    ("protect1", 8912896, 10485760),
+    ("protect2", 19398656, 10485760),
+    ("seccfg", 29884416, 262144),
+    ("lk", 30146560, 393216),
+    ("boot", 30539776, 16777216),
+    ("recovery", 47316992, 16777216),
+    ("secro", 64094208, 6291456),
+    ("para", 70385664, 524288),
+    ("logo", 70909952, 8388608),
+    ("expdb", 79298560, 10485760),
+    ("tee1", 89784320, 5242880),
+    ("tee2", 95027200, 5242880),
+    ("metadata", 100270080, 33947648),
+    ("system", 134217728, 2147483648),
+    ("cache", 2281701376, 444596224),
+    ("userdata", 2726297600, 12890669056),
+    ("flashinfo", 15616966656, 16777216),
+)
+
+_P70A_EXT4 = ("protect1", "protect2", "system", "cache", "userdata")
+
+#: ``/system/build.prop`` of the P-70A image (values in the style of the stock ROM; invented ids).
+P70A_BUILD_PROP = """\
+# begin build properties
+# autogenerated by mtkfs.testing.disk (fixture, not a real ROM)
+ro.build.id=LRX21M
+ro.build.display.id=P70-A_S000_150101
+ro.build.version.release=5.0
+ro.build.version.sdk=21
+ro.build.type=user
+ro.product.model=Lenovo P70-A
+ro.product.brand=Lenovo
+ro.product.name=P70-A
+ro.product.device=P70-A
+ro.product.manufacturer=LENOVO
+ro.product.cpu.abi=arm64-v8a
+ro.board.platform=mt6752
+ro.mediatek.platform=MT6752
+# end build properties
+"""
+
+_HOSTS = "127.0.0.1\t\t    localhost\n::1\t\t    ip6-localhost\n"
+
+
+def p70a_system_files() -> dict[str, bytes]:
+    """Path → content of every regular file put into the P-70A ``system`` file system."""
+    return {
+        "build.prop": P70A_BUILD_PROP.encode(),
+        "etc/hosts": _HOSTS.encode(),
+        "app/Demo.apk": pseudo_random("p70a/system/app/Demo.apk", 3 * _MiB),
+    }
+
+
+def build_p70a(folder: Path) -> Layout:
+    """Build an SP Flash Tool readback of a Lenovo P-70A in ``folder`` (made if missing).
+
+    Files already there are replaced. The user area's GPT holds the 19 partitions of the seed's
+    parted listing at their exact byte ranges (``sgdisk -a 1``, so nothing is realigned).
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    user, boot1, boot2 = folder / "User", folder / "Boot1", folder / "Boot2"
+
+    _sparse_file(boot1, P70A_BOOT_BYTES)
+    _pwrite(boot1, 0, _emmc_boot_preloader("p70a/preloader", 256 * _KiB))
+    _sparse_file(boot2, P70A_BOOT_BYTES)
+    # Boot2 is empty on real MTK phones; a small distinct pattern lets tests catch a mount that
+    # serves one boot region's bytes for the other.
+    _pwrite(boot2, 0, pseudo_random("p70a/boot2", 64 * _KiB))
+
+    # The GPT is written for a disk of P70A_GPT_DISK_SECTORS, then the file grows to the real
+    # user-area size: the backup GPT then sits 991 sectors before the end, as in the seed.
+    _sparse_file(user, P70A_GPT_DISK_SECTORS * SECTOR_BYTES)
+    sgdisk = [find_tool("sgdisk"), "-o", "-a", "1", "-U", str(_uuid("p70a/gpt/disk"))]
+    for number, (name, start, size) in enumerate(P70A_GPT, start=1):
+        first_lba, last_lba = start // SECTOR_BYTES, (start + size) // SECTOR_BYTES - 1
+        sgdisk += [
+            f"--new={number}:{first_lba}:{last_lba}",
+            f"--typecode={number}:{_GPT_TYPE_CODE}",
+            f"--change-name={number}:{name}",
+            f"--partition-guid={number}:{_uuid('p70a/gpt/' + name)}",
+        ]
+    _run([*sgdisk, str(user)])
+    os.truncate(user, P70A_USER_BYTES)
+
+    parts = {name: (start, size) for name, start, size in P70A_GPT}
+    with tempfile.TemporaryDirectory(prefix="mtkfs-disk-") as tmp:
+        tmp_dir = Path(tmp)
+        system_tree = _write_tree(tmp_dir / "system", p70a_system_files())
+        for name in _P70A_EXT4:
+            start, size = parts[name]
+            tree = system_tree if name == "system" else None
+            _mkfs_ext4(tmp_dir, user, start, size, label=name, key=f"p70a/{name}", tree=tree)
+
+    for name, offset, data in _p70a_raw_content():
+        start, size = parts[name]
+        assert offset + len(data) <= size, name
+        _pwrite(user, start + offset, data)
+
+    return Layout(
+        folder=folder,
+        regions={"user": user, "boot1": boot1, "boot2": boot2},
+        partitions=tuple(
+            ExpectedPartition(name, "user", start, size, "ext4" if name in _P70A_EXT4 else None)
+            for name, start, size in P70A_GPT
+        ),
+    )
+
+
+def _p70a_raw_content() -> list[tuple[str, int, bytes]]:
+    """(partition, offset in it, bytes) for the non-file-system partitions of the P-70A."""
+    return [
+        ("proinfo", 0, pseudo_random("p70a/proinfo", 256 * _KiB)),
+        ("nvram", 0, pseudo_random("p70a/nvram", 384 * _KiB)),
+        ("seccfg", 0, b"AND_SECCFG_v" + pseudo_random("p70a/seccfg", 4 * _KiB - 12)),
+        ("lk", 0, _mtk_image(b"lk", pseudo_random("p70a/lk", 300 * _KiB))),
+        ("boot", 0, _android_boot_image("p70a/boot", b"ROOTFS", b"bootopt=64S3,32N2,64N2")),
+        ("recovery", 0, _android_boot_image("p70a/recovery", b"RECOVERY", b"")),
+        ("secro", 0, pseudo_random("p70a/secro", 64 * _KiB)),
+        ("logo", 0, _mtk_image(b"logo", pseudo_random("p70a/logo", 400 * _KiB))),
+        ("tee1", 0, _mtk_image(b"tee", pseudo_random("p70a/tee1", 128 * _KiB))),
+        ("tee2", 0, _mtk_image(b"tee", pseudo_random("p70a/tee2", 128 * _KiB))),
+        # The last partition, right before the backup GPT: a mount that gets the end wrong shows.
+        ("flashinfo", 0, pseudo_random("p70a/flashinfo", 64 * _KiB)),
+        ("flashinfo", 16 * _MiB - 4 * _KiB, pseudo_random("p70a/flashinfo/tail", 4 * _KiB)),
+    ]
+
+
+# --------------------------------------------------------------------------------------------
+# Lenovo S650 (MT6582): MTK MBR + EBR chain, dd readback (mmcblk0*.img)
+
+#: ``/proc/partitions``: mmcblk0 7597184 KiB.
+S650_USER_BYTES = 7597184 * _KiB
+#: mmcblk0boot0 / mmcblk0boot1: 2048 KiB each.
+S650_BOOT_BYTES = 2048 * _KiB
+
+_S650_EBR1_OFFSET = 0x80000
+_S650_EBR2_OFFSET = 0x3900000
+#: MBR data slots 1..3 (p2..p4): name, start byte, size bytes. Starts are absolute.
+_S650_PRIMARY = (
+    ("p2", 0x900000, 0xA00000),
+    ("p3", 0x1300000, 0xA00000),
+    ("p4", 0x2F80000, 0x600000),
+)
+#: EBR1's three logicals (p5..p7). Absolute starts here; stored relative to EBR1.
+_S650_EBR1_LOGICAL = (
+    ("p5", 0x4380000, 0x40000000),
+    ("p6", 0x44380000, 0x8000000),
+    ("p7", 0x4C380000, 0xC0000000),
+)
+#: EBR2's only logical (p8, "fat"): its size is MTK's "to the end of the disk".
+_S650_LAST = ("p8", 0x10C380000)
+_S650_EXT4 = {"p5": "android", "p6": "cache", "p7": "usrdata"}
+
+#: Linux partition number → dumchar (MTK) name, from the seed's ``/proc/dumchar_info``.
+#: p1 is the extended-partition container (``ebr1``), not a data partition.
+S650_DUMCHAR_NAMES: dict[str, str] = {
+    "p2": "protect_f",
+    "p3": "protect_s",
+    "p4": "sec_ro",
+    "p5": "android",
+    "p6": "cache",
+    "p7": "usrdata",
+    "p8": "fat",
+}
+
+#: The seed's ``/proc/dumchar_info`` (for ``--map`` tests against the S650 image).
+S650_DUMCHAR_INFO = """\
+Part_Name\tSize\tStartAddr\tType\tMapTo
+preloader    0x0000000001400000   0x0000000000000000   2   /dev/misc-sd
+mbr          0x0000000000080000   0x0000000000000000   2   /dev/block/mmcblk0
+ebr1         0x0000000000080000   0x0000000000080000   2   /dev/block/mmcblk0p1
+pro_info     0x0000000000300000   0x0000000000100000   2   /dev/block/mmcblk0
+nvram        0x0000000000500000   0x0000000000400000   2   /dev/block/mmcblk0
+protect_f    0x0000000000a00000   0x0000000000900000   2   /dev/block/mmcblk0p2
+protect_s    0x0000000000a00000   0x0000000001300000   2   /dev/block/mmcblk0p3
+seccfg       0x0000000000020000   0x0000000001d00000   2   /dev/block/mmcblk0
+uboot        0x0000000000060000   0x0000000001d20000   2   /dev/block/mmcblk0
+bootimg      0x0000000000600000   0x0000000001d80000   2   /dev/block/mmcblk0
+recovery     0x0000000000c00000   0x0000000002380000   2   /dev/block/mmcblk0
+sec_ro       0x0000000000600000   0x0000000002f80000   2   /dev/block/mmcblk0p4
+misc         0x0000000000080000   0x0000000003580000   2   /dev/block/mmcblk0
+logo         0x0000000000300000   0x0000000003600000   2   /dev/block/mmcblk0
+ebr2         0x0000000000080000   0x0000000003900000   2   /dev/block/mmcblk0
+expdb        0x0000000000a00000   0x0000000003980000   2   /dev/block/mmcblk0
+android      0x0000000040000000   0x0000000004380000   2   /dev/block/mmcblk0p5
+cache        0x0000000008000000   0x0000000044380000   2   /dev/block/mmcblk0p6
+usrdata      0x00000000c0000000   0x000000004c380000   2   /dev/block/mmcblk0p7
+fat          0x00000000c37a0000   0x000000010c380000   2   /dev/block/mmcblk0p8
+bmtpool      0x0000000001500000   0x00000000febf00a8   2   /dev/block/mmcblk0
+Part_Name:Partition name you should open;
+Size:size of partition
+StartAddr:Start Address of partition;
+Type:Type of partition(MTD=1,EMMC=2)
+MapTo:actual device you operate
+"""
+
+#: ``/system/build.prop`` of the S650 image (``android`` = p5; invented ids).
+S650_BUILD_PROP = """\
+# begin build properties
+# autogenerated by mtkfs.testing.disk (fixture, not a real ROM)
+ro.build.id=JDQ39
+ro.build.display.id=S650_S000_140401
+ro.build.version.release=4.2.2
+ro.build.version.sdk=17
+ro.build.type=user
+ro.product.model=Lenovo S650
+ro.product.brand=Lenovo
+ro.product.name=S650
+ro.product.device=S650
+ro.product.manufacturer=LENOVO
+ro.product.cpu.abi=armeabi-v7a
+ro.board.platform=mt6582
+ro.mediatek.platform=MT6582
+# end build properties
+"""
+
+
+def s650_android_files() -> dict[str, bytes]:
+    """Path → content of every regular file put into the S650 ``android`` (p5) file system."""
+    return {
+        "build.prop": S650_BUILD_PROP.encode(),
+        "etc/hosts": _HOSTS.encode(),
+        "bin/sh": b"#!placeholder: mksh would live here\n",
+    }
+
+
+def build_s650(folder: Path) -> Layout:
+    """Build a Linux ``dd`` readback of a Lenovo S650 in ``folder`` (made if missing).
+
+    Expected partitions are named by Linux number (``p2``..``p8``): an MBR has no names. Their
+    dumchar names are in :data:`S650_DUMCHAR_NAMES`; p1 (the extended container) is not listed.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    user = folder / "mmcblk0.img"
+    boot0, boot1 = folder / "mmcblk0boot0.img", folder / "mmcblk0boot1.img"
+
+    _sparse_file(boot0, S650_BOOT_BYTES)
+    _pwrite(boot0, 0, _emmc_boot_preloader("s650/preloader", 256 * _KiB))
+    _sparse_file(boot1, S650_BOOT_BYTES)
+    _pwrite(boot1, 0, pseudo_random("s650/boot1", 64 * _KiB))  # see build_p70a's Boot2
+
+    _sparse_file(user, S650_USER_BYTES)
+    for offset, record in _s650_boot_records():
+        _pwrite(user, offset, record)
+
+    parts = _s650_partitions()
+    with tempfile.TemporaryDirectory(prefix="mtkfs-disk-") as tmp:
+        tmp_dir = Path(tmp)
+        tree = _write_tree(tmp_dir / "android", s650_android_files())
+        for part in parts:
+            if part.fs == "ext4":
+                label = _S650_EXT4[part.name]
+                _mkfs_ext4(
+                    tmp_dir,
+                    user,
+                    part.offset_bytes,
+                    part.size_bytes,
+                    label=label,
+                    key=f"s650/{label}",
+                    tree=tree if label == "android" else None,
+                )
+
+    for offset, data in _s650_raw_content():
+        _pwrite(user, offset, data)
+
+    return Layout(
+        folder=folder,
+        regions={"user": user, "boot1": boot0, "boot2": boot1},
+        partitions=parts,
+    )
+
+
+def _s650_last_count_sectors() -> int:
+    """MTK's "to the end" sector count of the last logical: 0xFFFFFFFF - (LBA - LBA(EBR1))."""
+    return 0xFFFFFFFF - (_S650_LAST[1] - _S650_EBR1_OFFSET) // SECTOR_BYTES
+
+
+def _s650_partitions() -> tuple[ExpectedPartition, ...]:
+    """p2..p8 as a kernel-faithful MBR/EBR walker must report them (p8 clamped to the disk)."""
+    parts = [
+        ExpectedPartition(name, "user", start, size, "ext4" if name in _S650_EXT4 else None)
+        for name, start, size in (*_S650_PRIMARY, *_S650_EBR1_LOGICAL)
+    ]
+    name, start = _S650_LAST
+    declared = _s650_last_count_sectors() * SECTOR_BYTES
+    parts.append(
+        ExpectedPartition(name, "user", start, min(declared, S650_USER_BYTES - start), None)
+    )
+    return tuple(parts)
+
+
+def _s650_boot_records() -> list[tuple[int, bytes]]:
+    """(byte offset, 512-byte record) of the MBR, EBR1 and EBR2, as MTK's ptgen fills them."""
+    ebr1_lba = _S650_EBR1_OFFSET // SECTOR_BYTES
+    ebr2_lba = _S650_EBR2_OFFSET // SECTOR_BYTES
+
+    mbr = [(0x05, ebr1_lba, 0xFFFFFFFF)]
+    mbr += [(0x83, start // SECTOR_BYTES, size // SECTOR_BYTES) for _, start, size in _S650_PRIMARY]
+
+    # EBR data slots are relative to the EBR itself; the link is relative to EBR1.
+    ebr1 = [
+        (0x83, start // SECTOR_BYTES - ebr1_lba, size // SECTOR_BYTES)
+        for _, start, size in _S650_EBR1_LOGICAL
+    ]
+    ebr1.append((0x05, ebr2_lba - ebr1_lba, 0xFFFFFFFF))
+
+    ebr2 = [(0x83, _S650_LAST[1] // SECTOR_BYTES - ebr2_lba, _s650_last_count_sectors())]
+
+    return [
+        (0, _boot_record(mbr)),
+        (_S650_EBR1_OFFSET, _boot_record(ebr1)),
+        (_S650_EBR2_OFFSET, _boot_record(ebr2)),
+    ]
+
+
+def _boot_record(entries: Sequence[tuple[int, int, int]]) -> bytes:
+    """A zero-filled 512-byte MBR/EBR with (type, start LBA, sector count) slots and ``55 AA``.
+
+    ptgen fills only type, start and count: status and CHS bytes stay zero.
+    """
+    if len(entries) > 4:
+        raise ValueError("a boot record has four slots")
+    record = bytearray(SECTOR_BYTES)
+    for slot, (part_type, start_lba, count) in enumerate(entries):
+        struct.pack_into(
+            "<B3sB3sII", record, 0x1BE + 16 * slot, 0, b"", part_type, b"", start_lba, count
+        )
+    record[0x1FE:0x200] = b"\x55\xaa"
+    return bytes(record)
+
+
+def _s650_raw_content() -> list[tuple[int, bytes]]:
+    """(user-area byte offset, bytes) for the dumchar raw areas and the non-ext4 partitions."""
+    content = [
+        (0x100000, pseudo_random("s650/pro_info", 256 * _KiB)),
+        (0x400000, pseudo_random("s650/nvram", 384 * _KiB)),
+        (0x1D00000, b"AND_SECCFG_v" + pseudo_random("s650/seccfg", 4 * _KiB - 12)),
+        (0x1D20000, _mtk_image(b"UBOOT", pseudo_random("s650/uboot", 256 * _KiB))),
+        (0x1D80000, _android_boot_image("s650/bootimg", b"ROOTFS", b"")),
+        (0x2380000, _android_boot_image("s650/recovery", b"RECOVERY", b"")),
+        (0x3600000, _mtk_image(b"LOGO", pseudo_random("s650/logo", 300 * _KiB))),
+    ]
+    content += [
+        (start, pseudo_random(f"s650/{name}", 256 * _KiB)) for name, start, _ in _S650_PRIMARY
+    ]
+    return content
+
+
+# --------------------------------------------------------------------------------------------
+# Content: pseudo-random bytes and the headers real partitions start with
+
+
+def pseudo_random(label: str, size_bytes: int) -> bytes:
+    """``size_bytes`` deterministic, incompressible bytes named by ``label``.
+
+    SHAKE-256 rather than :mod:`random`: its output is fixed by the standard, so the images (and
+    any hash a test hard-codes) are identical on every Python version and machine.
+    """
+    return hashlib.shake_256(b"mtkfs.testing.disk:" + label.encode()).digest(size_bytes)
+
+
+def _mtk_image(name: bytes, payload: bytes) -> bytes:
+    """``payload`` behind MTK's 512-byte part header (magic 0x58881688), as on lk/logo/kernel."""
+    header = bytearray(b"\xff" * 512)
+    struct.pack_into("<II32sII", header, 0, 0x58881688, len(payload), name, 0xFFFFFFFF, 0)
+    return bytes(header) + payload
+
+
+def _android_boot_image(label: str, ramdisk_name: bytes, cmdline: bytes) -> bytes:
+    """A v0 ``ANDROID!`` boot image of ~1 MiB: MTK-headed pseudo-random kernel and ramdisk."""
+    page = 2048
+    kernel = _mtk_image(b"KERNEL", pseudo_random(label + "/kernel", 768 * _KiB))
+    ramdisk = _mtk_image(ramdisk_name, pseudo_random(label + "/ramdisk", 256 * _KiB))
+    sha = hashlib.sha1(usedforsecurity=False)
+    for section in (kernel, ramdisk, b""):
+        sha.update(section)
+        sha.update(struct.pack("<I", len(section)))
+    header = struct.pack(
+        "<8s10I16s512s32s1024s",
+        b"ANDROID!",
+        len(kernel),
+        0x40008000,  # kernel_addr
+        len(ramdisk),
+        0x44000000,  # ramdisk_addr
+        0,  # second_size
+        0x40F00000,  # second_addr
+        0x4E000000,  # tags_addr
+        page,
+        0,  # header_version
+        0,  # os_version
+        b"",  # name
+        cmdline,
+        sha.digest(),
+        b"",  # extra_cmdline
+    )
+
+    def padded(data: bytes) -> bytes:
+        return data + bytes(-len(data) % page)
+
+    return padded(header) + padded(kernel) + padded(ramdisk)
+
+
+def _emmc_boot_preloader(label: str, size_bytes: int) -> bytes:
+    """Start of an eMMC BOOT1 area: ``EMMC_BOOT`` → ``BRLYT`` → a GFH-headed preloader image.
+
+    Offsets as MTK's BROM expects them: BRLYT at 0x200, the preloader (``MMM\\x01`` +
+    ``FILE_INFO``) at 0x800; pseudo-random up to ``size_bytes``.
+    """
+    out = bytearray(size_bytes)
+    struct.pack_into("<12sII", out, 0x000, b"EMMC_BOOT", 1, 0x200)
+    struct.pack_into("<8sII", out, 0x200, b"BRLYT", 1, 0x800)
+    gfh_bytes = 0x38
+    preloader_bytes = size_bytes - 0x800
+    struct.pack_into(
+        "<3sBHH12sIHBBIIIIIII",
+        out,
+        0x800,
+        b"MMM",
+        1,  # GFH version
+        gfh_bytes,
+        0,  # GFH type: FILE_INFO
+        b"FILE_INFO",
+        1,  # file-info version
+        1,  # file type: ARM bootloader
+        5,  # flash device: eMMC boot
+        1,  # signature type
+        0x00201000,  # load address (SRAM)
+        preloader_bytes,  # file length, at GFH + 0x20
+        0x40000,  # maximum size
+        0x300,  # content offset
+        0,  # signature length
+        0x300,  # jump offset
+        1,  # attributes
+    )
+    body_start = 0x800 + gfh_bytes
+    out[body_start:] = pseudo_random(label, size_bytes - body_start)
+    return bytes(out)
+
+
+# --------------------------------------------------------------------------------------------
+# Tools and files
+
+#: Pinned mke2fs configuration: the host's /etc/mke2fs.conf varies between distributions
+#: (orphan_file, …); images must not. Features are those of a Debian 12 ext4.
+_MKE2FS_CONF = """\
+[defaults]
+\tbase_features = sparse_super,large_file,filetype,resize_inode,dir_index,ext_attr
+\tdefault_mntopts = acl,user_xattr
+\tenable_periodic_fsck = 0
+\tblocksize = 4096
+\tinode_size = 256
+\tinode_ratio = 16384
+
+[fs_types]
+\text4 = {
+\t\tfeatures = has_journal,extent,huge_file,flex_bg,metadata_csum,64bit,dir_nlink,extra_isize
+\t}
+\tsmall = {
+\t\tinode_ratio = 4096
+\t}
+\tfloppy = {
+\t\tinode_ratio = 8192
+\t}
+"""
+
+
+def find_tool(name: str) -> str:
+    """Absolute path of a system tool, looking in the sbin directories too.
+
+    Why: on Debian a normal user's PATH has no ``/usr/sbin``, where sgdisk, mkfs.ext4, parted
+    and e2fsck live, although they work fine without root on image files.
+    """
+    path = os.pathsep.join([os.environ.get("PATH", ""), "/usr/local/sbin", "/usr/sbin", "/sbin"])
+    found = shutil.which(name, path=path)
+    if found is None:
+        raise FileNotFoundError(
+            f"{name} not found; install it (make deps: gdisk, e2fsprogs, parted, util-linux)"
+        )
+    return found
+
+
+def _run(args: Sequence[str], env: Mapping[str, str] | None = None) -> str:
+    """Run a tool and return its stderr; on failure raise with its output, which is what one
+    needs to see."""
+    full_env = {**os.environ, "LC_ALL": "C", **(env or {})}
+    proc = subprocess.run(
+        list(args), env=full_env, stdin=subprocess.DEVNULL, capture_output=True, check=False
+    )
+    if proc.returncode != 0:
+        output = (proc.stdout + proc.stderr).decode(errors="replace").strip()
+        raise RuntimeError(f"{' '.join(args)} failed ({proc.returncode}):\n{output}")
+    return proc.stderr.decode(errors="replace")
+
+
+def _uuid(key: str) -> uuid.UUID:
+    """A fixed UUID per key, so GPT GUIDs and file-system UUIDs don't change between builds."""
+    return uuid.uuid5(_NAMESPACE, key)
+
+
+def _sparse_file(path: Path, size_bytes: int) -> None:
+    """(Re)create ``path`` as a hole of ``size_bytes``: nothing from an earlier build survives."""
+    path.unlink(missing_ok=True)
+    with path.open("xb") as f:
+        f.truncate(size_bytes)
+
+
+def _pwrite(path: Path, offset_bytes: int, data: bytes) -> None:
+    """Write ``data`` at ``offset_bytes`` without touching anything else (or the file size)."""
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        if offset_bytes + len(data) > os.fstat(fd).st_size:
+            raise ValueError(f"write past the end of {path}")
+        written = os.pwrite(fd, data, offset_bytes)
+        if written != len(data):
+            raise OSError(f"short write to {path}")
+    finally:
+        os.close(fd)
+
+
+def _sparse_copy(source: Path, target: Path) -> None:
+    """Copy ``source`` to ``target`` writing only its data extents (holes stay holes)."""
+    _sparse_file(target, source.stat().st_size)
+    chunk_bytes = 4 * _MiB
+    with source.open("rb") as src, target.open("r+b") as dst:
+        size = os.fstat(src.fileno()).st_size
+        extents: list[tuple[int, int]] = []
+        position = 0
+        try:
+            while position < size:
+                start = os.lseek(src.fileno(), position, os.SEEK_DATA)
+                end = os.lseek(src.fileno(), start, os.SEEK_HOLE)
+                extents.append((start, end))
+                position = end
+        except OSError as exc:
+            if exc.errno != errno.ENXIO:  # ENXIO: no data after position. Else: no SEEK_DATA.
+                extents = [(0, size)]
+        for start, end in extents:
+            for offset in range(start, end, chunk_bytes):
+                data = os.pread(src.fileno(), min(chunk_bytes, end - offset), offset)
+                if data.count(0) != len(data):
+                    os.pwrite(dst.fileno(), data, offset)
+
+
+def _write_tree(root: Path, files: Mapping[str, bytes]) -> Path:
+    """Materialise ``files`` under ``root`` with fixed modes and times, for ``mkfs.ext4 -d``."""
+    for rel, data in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        executable = rel.startswith(("bin/", "xbin/"))
+        path.chmod(0o755 if executable else 0o644)
+    for path in [root, *root.rglob("*")]:
+        if path.is_dir():
+            path.chmod(0o755)
+        os.utime(path, (_EPOCH_S, _EPOCH_S))
+    return root
+
+
+def _mkfs_ext4(
+    tmp_dir: Path,
+    image: Path,
+    offset_bytes: int,
+    size_bytes: int,
+    *,
+    label: str,
+    key: str,
+    tree: Path | None,
+) -> None:
+    """Make an ext4 of exactly ``size_bytes`` at ``offset_bytes`` inside ``image``.
+
+    Lazy inode-table and journal init and no discard: mke2fs writes only metadata, so the image
+    stays sparse (the fresh file's holes already read as the zeros it would have written).
+    """
+    conf = tmp_dir / "mke2fs.conf"
+    if not conf.exists():
+        conf.write_text(_MKE2FS_CONF)
+    extended = ",".join(
+        [
+            f"offset={offset_bytes}",
+            "lazy_itable_init=1",
+            "lazy_journal_init=1",
+            "nodiscard",
+            "root_owner=0:0",
+            f"hash_seed={_uuid(key + '/hash_seed')}",
+        ]
+    )
+    args = [find_tool("mkfs.ext4"), "-q", "-F", "-b", "4096", "-L", label]
+    args += ["-U", str(_uuid(key + "/uuid")), "-E", extended]
+    if tree is not None:
+        args += ["-d", str(tree)]
+    args += [str(image), f"{size_bytes // _KiB}k"]
+    env = {"MKE2FS_CONFIG": str(conf), "E2FSPROGS_FAKE_TIME": str(_EPOCH_S)}
+    _run(args, env=env)
+    if tree is not None:
+        _pin_ctimes(tmp_dir, image, offset_bytes, tree, env)
+
+
+def _pin_ctimes(
+    tmp_dir: Path, image: Path, offset_bytes: int, tree: Path, env: Mapping[str, str]
+) -> None:
+    """Set the ctime of every inode ``mkfs.ext4 -d`` copied from ``tree`` to the fixed clock.
+
+    Why: ``-d`` copies each source file's ctime, which nobody can set (``utime`` moves it to
+    now), so without this the image would differ from build to build. The e2fsprogs tools take
+    ``FILE?offset=N`` to work on a file system inside a bigger image.
+    """
+    commands = [
+        f'sif "/{path.relative_to(tree).as_posix()}" ctime @{_EPOCH_S}'
+        for path in sorted(tree.rglob("*"))
+    ]
+    script = tmp_dir / "pin-ctimes.debugfs"
+    script.write_text("\n".join(commands) + "\n")
+    target = f"{image}?offset={offset_bytes}"
+    output = _run([find_tool("debugfs"), "-w", "-f", str(script), target], env=env)
+    errors = [line for line in output.splitlines() if line and not line.startswith("debugfs")]
+    if errors:
+        raise RuntimeError(f"debugfs could not pin ctimes in {target}:\n" + "\n".join(errors))
+
+
+# --------------------------------------------------------------------------------------------
+# Command line
+
+_BUILDERS: dict[str, Callable[[Path], Layout]] = {"p70a": build_p70a, "s650": build_s650}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m mtkfs.testing.disk p70a|s650 FOLDER``: build one readback folder."""
+    parser = argparse.ArgumentParser(
+        prog="python -m mtkfs.testing.disk",
+        description="Build a sparse, deterministic MTK readback folder for tests and the demo.",
+    )
+    parser.add_argument("device", choices=sorted(_BUILDERS), help="which phone to imitate")
+    parser.add_argument("folder", type=Path, help="where to put the files (created if missing)")
+    args = parser.parse_args(argv)
+    try:
+        layout = _BUILDERS[args.device](args.folder)
+    except (OSError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    for region, path in layout.regions.items():
+        print(f"{region:6} {path}  ({path.stat().st_size} bytes)")
+    for part in layout.partitions:
+        fs = part.fs or "-"
+        print(
+            f"  {part.name:10} {part.region:6} offset {part.offset_bytes:#013x} "
+            f"size {part.size_bytes:#013x}  {fs}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
