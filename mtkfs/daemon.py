@@ -91,6 +91,13 @@ def fuse_options(options: tuple[str, ...], source_id: str) -> set[str]:
     return result
 
 
+def _dead_mount(mountpoint: Path) -> MountpointError:
+    return MountpointError(
+        f"{mountpoint} is a dead FUSE mount (its daemon is gone); clean it up with: "
+        f"mtkfs umount {mountpoint}"
+    )
+
+
 def check_mountpoint(mountpoint: Path) -> None:
     """Refuse a missing, non-directory, already mounted or dead (stale FUSE) mountpoint."""
     try:
@@ -101,14 +108,18 @@ def check_mountpoint(mountpoint: Path) -> None:
         ) from exc
     except OSError as exc:
         if exc.errno == errno.ENOTCONN:
-            raise MountpointError(
-                f"{mountpoint} is a dead FUSE mount (its daemon is gone); clean it up with: "
-                f"mtkfs umount {mountpoint}"
-            ) from exc
+            raise _dead_mount(mountpoint) from exc
         raise MountpointError(f"mountpoint {mountpoint}: {exc.strerror}") from exc
     if not mountpoint.is_dir():
         raise MountpointError(f"mountpoint {mountpoint} is not a folder")
     if os.path.ismount(mountpoint):
+        try:
+            # stat() may be answered from the kernel's attribute cache even when the daemon
+            # is gone; listing the folder reaches the daemon and tells a dead mount apart.
+            os.listdir(mountpoint)
+        except OSError as exc:
+            if exc.errno == errno.ENOTCONN:
+                raise _dead_mount(mountpoint) from exc
         raise MountpointError(
             f"{mountpoint} is already a mount point; unmount it first (mtkfs umount "
             f"{mountpoint}) or choose another folder"
