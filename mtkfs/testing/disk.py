@@ -14,9 +14,10 @@ of two real phones (the project's seeds), so the images have the quirks readback
   partitions in one EBR and MTK's "0xFFFFFFFF - …" size for the last one.
 
 Images are sparse (``truncate``; only metadata and a few MiB of content are ever written: a whole
-build uses a few tens of MB of disk and takes a couple of seconds) and deterministic: the same
-bytes on every run (fixed GUIDs/UUIDs/hash seeds, ``E2FSPROGS_FAKE_TIME``, a pinned
-``mke2fs.conf``, content from a seeded SHAKE-256 stream).
+build uses under 20 MB of disk and takes about a second) and deterministic: the same bytes on
+every run, machine and user (fixed GUIDs/UUIDs/hash seeds, ``E2FSPROGS_FAKE_TIME``, a pinned
+``mke2fs.conf``, inode times and owners pinned with ``debugfs``, content from SHAKE-256).
+No root needed.
 
 Run ``python -m mtkfs.testing.disk p70a|s650 FOLDER`` to build one from the shell (``make demo``).
 """
@@ -750,29 +751,33 @@ def _mkfs_ext4(
     env = {"MKE2FS_CONFIG": str(conf), "E2FSPROGS_FAKE_TIME": str(_EPOCH_S)}
     _run(args, env=env)
     if tree is not None:
-        _pin_ctimes(tmp_dir, image, offset_bytes, tree, env)
+        _pin_inodes(tmp_dir, image, offset_bytes, tree, env)
 
 
-def _pin_ctimes(
+def _pin_inodes(
     tmp_dir: Path, image: Path, offset_bytes: int, tree: Path, env: Mapping[str, str]
 ) -> None:
-    """Set the ctime of every inode ``mkfs.ext4 -d`` copied from ``tree`` to the fixed clock.
+    """Give every inode ``mkfs.ext4 -d`` copied from ``tree`` a fixed ctime and root ownership.
 
     Why: ``-d`` copies each source file's ctime, which nobody can set (``utime`` moves it to
-    now), so without this the image would differ from build to build. The e2fsprogs tools take
-    ``FILE?offset=N`` to work on a file system inside a bigger image.
+    now), and its owner, which is whoever runs the build; without this the image would differ
+    from build to build and from user to user (and Android's /system is root's). The e2fsprogs
+    tools take ``FILE?offset=N`` to work on a file system inside a bigger image.
     """
-    commands = [
-        f'sif "/{path.relative_to(tree).as_posix()}" ctime @{_EPOCH_S}'
-        for path in sorted(tree.rglob("*"))
-    ]
-    script = tmp_dir / "pin-ctimes.debugfs"
+    commands = []
+    for path in sorted(tree.rglob("*")):
+        quoted = f'"/{path.relative_to(tree).as_posix()}"'
+        commands += [f"sif {quoted} {field} {value}" for field, value in _PINNED_INODE_FIELDS]
+    script = tmp_dir / "pin-inodes.debugfs"
     script.write_text("\n".join(commands) + "\n")
     target = f"{image}?offset={offset_bytes}"
     output = _run([find_tool("debugfs"), "-w", "-f", str(script), target], env=env)
     errors = [line for line in output.splitlines() if line and not line.startswith("debugfs")]
     if errors:
-        raise RuntimeError(f"debugfs could not pin ctimes in {target}:\n" + "\n".join(errors))
+        raise RuntimeError(f"debugfs could not fix up {target}:\n" + "\n".join(errors))
+
+
+_PINNED_INODE_FIELDS = (("ctime", f"@{_EPOCH_S}"), ("uid", "0"), ("gid", "0"))
 
 
 # --------------------------------------------------------------------------------------------

@@ -230,6 +230,10 @@ def test_p70a_system_holds_the_tree(p70a: Layout, tmp_path: Path) -> None:
         out = tmp_path / rel.replace("/", "_")
         run("debugfs", "-R", f"dump /{rel} {out}", target)
         assert out.read_bytes() == content, rel
+    for path in ("/app", "/app/Demo.apk", "/build.prop", "/etc/hosts"):
+        stat = run("debugfs", "-R", f"stat {path}", target).stdout
+        assert re.search(r"User:\s+0\s+Group:\s+0\s", stat), path  # whoever built it
+        assert "ctime: 0x54a48e00:00000000" in stat, path  # fixed clock: 2015-01-01
     build_prop = disk.p70a_system_files()["build.prop"].decode()
     assert "ro.product.model=Lenovo P70-A\n" in build_prop
     assert "ro.board.platform=mt6752\n" in build_prop
