@@ -152,14 +152,12 @@ def cmd_mount(args: argparse.Namespace) -> int:
     # the foreground in a new session and wait until it says the mount is ready or failed.
     check_mountpoint(config.mountpoint)
     log_file = (args.log or default_log_file()).absolute()
-    argv = [a for a in sys.argv[1:] if a not in ("-f", "--foreground")]
     read_fd, write_fd = os.pipe()
     try:
         log_file.parent.mkdir(parents=True, exist_ok=True)
         with open(log_file, "ab") as log_stream:
             child = subprocess.Popen(
-                [sys.executable, "-m", "mtkfs", *argv, "--foreground", "--ready-fd", str(write_fd)]
-                + ([] if args.log else ["--log", str(log_file)]),
+                _daemon_argv(config, log_file, write_fd, debug=args.debug),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=log_stream,
@@ -183,6 +181,22 @@ def cmd_mount(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 1
+
+
+def _daemon_argv(config: MountConfig, log_file: Path, ready_fd: int, *, debug: bool) -> list[str]:
+    """The command line of the background daemon: this same mount, in the foreground."""
+    argv = [sys.executable, "-m", "mtkfs", "mount", "--foreground", "--ready-fd", str(ready_fd)]
+    argv += ["--log", str(log_file), "--cache-size", str(config.cache_bytes)]
+    if config.options:
+        argv += ["-o", ",".join(config.options)]
+    if config.map_file is not None:
+        argv += ["--map", str(config.map_file.absolute())]
+    if config.no_map:
+        argv.append("--no-map")
+    if debug:
+        argv.append("--debug")
+    # "--" so that a source or mountpoint starting with "-" is never taken for an option.
+    return [*argv, "--", config.source, str(config.mountpoint)]
 
 
 def _mount_foreground(config: MountConfig, ready_fd: int | None) -> int:

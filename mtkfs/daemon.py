@@ -16,6 +16,7 @@ import errno
 import json
 import logging
 import os
+import re
 import signal
 import time
 from collections.abc import Callable
@@ -71,7 +72,9 @@ class MountConfig:
 
 def fuse_options(options: tuple[str, ...], source_id: str) -> set[str]:
     """The libfuse option set for ``pyfuse3.init``; refuses what this version cannot honour."""
-    result = {"ro", "fsname=mtkfs", "subtype=mtkfs"}
+    # fsname shows in `mount` and `df`; only safe characters (a comma would split the options).
+    label = re.sub(r"[^A-Za-z0-9._+:-]", "_", source_id.rsplit("/", 1)[-1])[:64]
+    result = {"ro", f"fsname=mtkfs:{label}", "subtype=mtkfs"}
     for option in options:
         if option in ("", "ro"):
             continue
