@@ -452,3 +452,29 @@ def wait_until(condition: Callable[[], bool], timeout_s: float = 30) -> None:
     while not condition():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.05)
+
+
+def test_map_file_and_no_map(tmp_path: Path) -> None:
+    image = tmp_path / "user.img"
+    small_gpt_image(image)
+    # An SP Flash Tool style PGPT dump: the first 34 sectors (protective MBR, header, entries).
+    pgpt = tmp_path / "PGPT"
+    pgpt.write_bytes(image.read_bytes()[: 34 * 512])
+    with open(image, "r+b") as f:
+        f.write(bytes(34 * 512))  # wipe the table on the "device"
+        f.seek(image.stat().st_size - 33 * 512)
+        f.write(bytes(33 * 512))  # and the backup
+    result = mtkfs("ls", image)
+    assert result.returncode == 4 and "--map FILE" in result.stderr
+    report = ls_json(image, "--map", str(pgpt))
+    assert [p["name"] for p in report["partitions"]] == ["boot", "system", "cache", "userdata"]
+    assert str(pgpt) in report["map"]
+    bogus = tmp_path / "bogus.txt"
+    bogus.write_text("hello")
+    result = mtkfs("ls", image, "--map", bogus)
+    assert result.returncode == 4 and "bogus.txt" in result.stderr
+    with mounted(image, tmp_path / "mnt", "--map", str(pgpt)) as mnt:
+        assert (mnt / "cache.img").read_bytes()[:MiB] == b"\x12" * MiB
+    with mounted(image, tmp_path / "mnt2", "--no-map") as mnt:
+        assert sorted(os.listdir(mnt)) == [".mtkfs", "regions"]
+        assert (mnt / "regions" / "user.img").stat().st_size == 64 * MiB
