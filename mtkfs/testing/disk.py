@@ -17,7 +17,8 @@ Images are sparse (``truncate``; only metadata and a few MiB of content are ever
 build uses under 20 MB of disk and takes about a second) and deterministic: the same bytes on
 every run, machine and user (fixed GUIDs/UUIDs/hash seeds, ``E2FSPROGS_FAKE_TIME``, a pinned
 ``mke2fs.conf``, inode times and owners pinned with ``debugfs``, content from SHAKE-256).
-No root needed.
+No root needed. The content helpers live in :mod:`mtkfs.testing.content`, the tool and file
+helpers in :mod:`mtkfs.testing.tools`.
 
 Run ``python -m mtkfs.testing.disk p70a|s650 FOLDER`` to build one from the shell (``make demo``).
 """
@@ -25,18 +26,25 @@ Run ``python -m mtkfs.testing.disk p70a|s650 FOLDER`` to build one from the shel
 from __future__ import annotations
 
 import argparse
-import errno
-import hashlib
 import os
-import shutil
 import struct
-import subprocess
 import sys
 import tempfile
-import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+
+from mtkfs.testing.content import android_boot_image, emmc_boot_preloader, mtk_image, pseudo_random
+from mtkfs.testing.tools import (
+    find_tool,
+    fixed_uuid,
+    mkfs_ext4,
+    pwrite,
+    run,
+    sparse_copy,
+    sparse_file,
+    write_tree,
+)
 
 __all__ = [
     "P70A_BOOT_BYTES",
@@ -64,12 +72,6 @@ __all__ = [
 SECTOR_BYTES = 512
 _KiB = 1 << 10
 _MiB = 1 << 20
-
-#: Fixed clock for mkfs and for the files put into the file systems (1 Jan 2015, UTC).
-_EPOCH_S = 1420070400
-
-#: Namespace for the deterministic GUIDs/UUIDs of the images.
-_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://mtkfs.invalid/testing/disk")
 
 #: Microsoft basic data: what MTK's GPT uses for every entry (parted shows it as ``msftdata``).
 _GPT_TYPE_CODE = "0700"
@@ -138,7 +140,7 @@ class Layout:
         regions: dict[str, Path] = {}
         for region, source in self.regions.items():
             regions[region] = folder / source.name
-            _sparse_copy(source, regions[region])
+            sparse_copy(source, regions[region])
         return replace(self, folder=folder, regions=regions)
 
 
@@ -219,41 +221,41 @@ def build_p70a(folder: Path) -> Layout:
     folder.mkdir(parents=True, exist_ok=True)
     user, boot1, boot2 = folder / "User", folder / "Boot1", folder / "Boot2"
 
-    _sparse_file(boot1, P70A_BOOT_BYTES)
-    _pwrite(boot1, 0, _emmc_boot_preloader("p70a/preloader", 256 * _KiB))
-    _sparse_file(boot2, P70A_BOOT_BYTES)
+    sparse_file(boot1, P70A_BOOT_BYTES)
+    pwrite(boot1, 0, emmc_boot_preloader("p70a/preloader", 256 * _KiB))
+    sparse_file(boot2, P70A_BOOT_BYTES)
     # Boot2 is empty on real MTK phones; a small distinct pattern lets tests catch a mount that
     # serves one boot region's bytes for the other.
-    _pwrite(boot2, 0, pseudo_random("p70a/boot2", 64 * _KiB))
+    pwrite(boot2, 0, pseudo_random("p70a/boot2", 64 * _KiB))
 
     # The GPT is written for a disk of P70A_GPT_DISK_SECTORS, then the file grows to the real
     # user-area size: the backup GPT then sits 991 sectors before the end, as in the seed.
-    _sparse_file(user, P70A_GPT_DISK_SECTORS * SECTOR_BYTES)
-    sgdisk = [find_tool("sgdisk"), "-o", "-a", "1", "-U", str(_uuid("p70a/gpt/disk"))]
+    sparse_file(user, P70A_GPT_DISK_SECTORS * SECTOR_BYTES)
+    sgdisk = [find_tool("sgdisk"), "-o", "-a", "1", "-U", str(fixed_uuid("p70a/gpt/disk"))]
     for number, (name, start, size) in enumerate(P70A_GPT, start=1):
         first_lba, last_lba = start // SECTOR_BYTES, (start + size) // SECTOR_BYTES - 1
         sgdisk += [
             f"--new={number}:{first_lba}:{last_lba}",
             f"--typecode={number}:{_GPT_TYPE_CODE}",
             f"--change-name={number}:{name}",
-            f"--partition-guid={number}:{_uuid('p70a/gpt/' + name)}",
+            f"--partition-guid={number}:{fixed_uuid('p70a/gpt/' + name)}",
         ]
-    _run([*sgdisk, str(user)])
+    run([*sgdisk, str(user)])
     os.truncate(user, P70A_USER_BYTES)
 
     parts = {name: (start, size) for name, start, size in P70A_GPT}
     with tempfile.TemporaryDirectory(prefix="mtkfs-disk-") as tmp:
         tmp_dir = Path(tmp)
-        system_tree = _write_tree(tmp_dir / "system", p70a_system_files())
+        system_tree = write_tree(tmp_dir / "system", p70a_system_files())
         for name in _P70A_EXT4:
             start, size = parts[name]
             tree = system_tree if name == "system" else None
-            _mkfs_ext4(tmp_dir, user, start, size, label=name, key=f"p70a/{name}", tree=tree)
+            mkfs_ext4(tmp_dir, user, start, size, label=name, key=f"p70a/{name}", tree=tree)
 
     for name, offset, data in _p70a_raw_content():
         start, size = parts[name]
         assert offset + len(data) <= size, name
-        _pwrite(user, start + offset, data)
+        pwrite(user, start + offset, data)
 
     return Layout(
         folder=folder,
@@ -271,13 +273,13 @@ def _p70a_raw_content() -> list[tuple[str, int, bytes]]:
         ("proinfo", 0, pseudo_random("p70a/proinfo", 256 * _KiB)),
         ("nvram", 0, pseudo_random("p70a/nvram", 384 * _KiB)),
         ("seccfg", 0, b"AND_SECCFG_v" + pseudo_random("p70a/seccfg", 4 * _KiB - 12)),
-        ("lk", 0, _mtk_image(b"lk", pseudo_random("p70a/lk", 300 * _KiB))),
-        ("boot", 0, _android_boot_image("p70a/boot", b"ROOTFS", b"bootopt=64S3,32N2,64N2")),
-        ("recovery", 0, _android_boot_image("p70a/recovery", b"RECOVERY", b"")),
+        ("lk", 0, mtk_image(b"lk", pseudo_random("p70a/lk", 300 * _KiB))),
+        ("boot", 0, android_boot_image("p70a/boot", b"ROOTFS", b"bootopt=64S3,32N2,64N2")),
+        ("recovery", 0, android_boot_image("p70a/recovery", b"RECOVERY", b"")),
         ("secro", 0, pseudo_random("p70a/secro", 64 * _KiB)),
-        ("logo", 0, _mtk_image(b"logo", pseudo_random("p70a/logo", 400 * _KiB))),
-        ("tee1", 0, _mtk_image(b"tee", pseudo_random("p70a/tee1", 128 * _KiB))),
-        ("tee2", 0, _mtk_image(b"tee", pseudo_random("p70a/tee2", 128 * _KiB))),
+        ("logo", 0, mtk_image(b"logo", pseudo_random("p70a/logo", 400 * _KiB))),
+        ("tee1", 0, mtk_image(b"tee", pseudo_random("p70a/tee1", 128 * _KiB))),
+        ("tee2", 0, mtk_image(b"tee", pseudo_random("p70a/tee2", 128 * _KiB))),
         # The last partition, right before the backup GPT: a mount that gets the end wrong shows.
         ("flashinfo", 0, pseudo_random("p70a/flashinfo", 64 * _KiB)),
         ("flashinfo", 16 * _MiB - 4 * _KiB, pseudo_random("p70a/flashinfo/tail", 4 * _KiB)),
@@ -393,23 +395,23 @@ def build_s650(folder: Path) -> Layout:
     user = folder / "mmcblk0.img"
     boot0, boot1 = folder / "mmcblk0boot0.img", folder / "mmcblk0boot1.img"
 
-    _sparse_file(boot0, S650_BOOT_BYTES)
-    _pwrite(boot0, 0, _emmc_boot_preloader("s650/preloader", 256 * _KiB))
-    _sparse_file(boot1, S650_BOOT_BYTES)
-    _pwrite(boot1, 0, pseudo_random("s650/boot1", 64 * _KiB))  # see build_p70a's Boot2
+    sparse_file(boot0, S650_BOOT_BYTES)
+    pwrite(boot0, 0, emmc_boot_preloader("s650/preloader", 256 * _KiB))
+    sparse_file(boot1, S650_BOOT_BYTES)
+    pwrite(boot1, 0, pseudo_random("s650/boot1", 64 * _KiB))  # see build_p70a's Boot2
 
-    _sparse_file(user, S650_USER_BYTES)
+    sparse_file(user, S650_USER_BYTES)
     for offset, record in _s650_boot_records():
-        _pwrite(user, offset, record)
+        pwrite(user, offset, record)
 
     parts = _s650_partitions()
     with tempfile.TemporaryDirectory(prefix="mtkfs-disk-") as tmp:
         tmp_dir = Path(tmp)
-        tree = _write_tree(tmp_dir / "android", s650_android_files())
+        tree = write_tree(tmp_dir / "android", s650_android_files())
         for part in parts:
             if part.fs == "ext4":
                 label = _S650_EXT4[part.name]
-                _mkfs_ext4(
+                mkfs_ext4(
                     tmp_dir,
                     user,
                     part.offset_bytes,
@@ -420,7 +422,7 @@ def build_s650(folder: Path) -> Layout:
                 )
 
     for offset, data in _s650_raw_content():
-        _pwrite(user, offset, data)
+        pwrite(user, offset, data)
 
     return Layout(
         folder=folder,
@@ -494,290 +496,15 @@ def _s650_raw_content() -> list[tuple[int, bytes]]:
         (0x100000, pseudo_random("s650/pro_info", 256 * _KiB)),
         (0x400000, pseudo_random("s650/nvram", 384 * _KiB)),
         (0x1D00000, b"AND_SECCFG_v" + pseudo_random("s650/seccfg", 4 * _KiB - 12)),
-        (0x1D20000, _mtk_image(b"UBOOT", pseudo_random("s650/uboot", 256 * _KiB))),
-        (0x1D80000, _android_boot_image("s650/bootimg", b"ROOTFS", b"")),
-        (0x2380000, _android_boot_image("s650/recovery", b"RECOVERY", b"")),
-        (0x3600000, _mtk_image(b"LOGO", pseudo_random("s650/logo", 300 * _KiB))),
+        (0x1D20000, mtk_image(b"UBOOT", pseudo_random("s650/uboot", 256 * _KiB))),
+        (0x1D80000, android_boot_image("s650/bootimg", b"ROOTFS", b"")),
+        (0x2380000, android_boot_image("s650/recovery", b"RECOVERY", b"")),
+        (0x3600000, mtk_image(b"LOGO", pseudo_random("s650/logo", 300 * _KiB))),
     ]
     content += [
         (start, pseudo_random(f"s650/{name}", 256 * _KiB)) for name, start, _ in _S650_PRIMARY
     ]
     return content
-
-
-# --------------------------------------------------------------------------------------------
-# Content: pseudo-random bytes and the headers real partitions start with
-
-
-def pseudo_random(label: str, size_bytes: int) -> bytes:
-    """``size_bytes`` deterministic, incompressible bytes named by ``label``.
-
-    SHAKE-256 rather than :mod:`random`: its output is fixed by the standard, so the images (and
-    any hash a test hard-codes) are identical on every Python version and machine.
-    """
-    return hashlib.shake_256(b"mtkfs.testing.disk:" + label.encode()).digest(size_bytes)
-
-
-def _mtk_image(name: bytes, payload: bytes) -> bytes:
-    """``payload`` behind MTK's 512-byte part header (magic 0x58881688), as on lk/logo/kernel."""
-    header = bytearray(b"\xff" * 512)
-    struct.pack_into("<II32sII", header, 0, 0x58881688, len(payload), name, 0xFFFFFFFF, 0)
-    return bytes(header) + payload
-
-
-def _android_boot_image(label: str, ramdisk_name: bytes, cmdline: bytes) -> bytes:
-    """A v0 ``ANDROID!`` boot image of ~1 MiB: MTK-headed pseudo-random kernel and ramdisk."""
-    page = 2048
-    kernel = _mtk_image(b"KERNEL", pseudo_random(label + "/kernel", 768 * _KiB))
-    ramdisk = _mtk_image(ramdisk_name, pseudo_random(label + "/ramdisk", 256 * _KiB))
-    sha = hashlib.sha1(usedforsecurity=False)
-    for section in (kernel, ramdisk, b""):
-        sha.update(section)
-        sha.update(struct.pack("<I", len(section)))
-    header = struct.pack(
-        "<8s10I16s512s32s1024s",
-        b"ANDROID!",
-        len(kernel),
-        0x40008000,  # kernel_addr
-        len(ramdisk),
-        0x44000000,  # ramdisk_addr
-        0,  # second_size
-        0x40F00000,  # second_addr
-        0x4E000000,  # tags_addr
-        page,
-        0,  # header_version
-        0,  # os_version
-        b"",  # name
-        cmdline,
-        sha.digest(),
-        b"",  # extra_cmdline
-    )
-
-    def padded(data: bytes) -> bytes:
-        return data + bytes(-len(data) % page)
-
-    return padded(header) + padded(kernel) + padded(ramdisk)
-
-
-def _emmc_boot_preloader(label: str, size_bytes: int) -> bytes:
-    """Start of an eMMC BOOT1 area: ``EMMC_BOOT`` → ``BRLYT`` → a GFH-headed preloader image.
-
-    Offsets as MTK's BROM expects them: BRLYT at 0x200, the preloader (``MMM\\x01`` +
-    ``FILE_INFO``) at 0x800; pseudo-random up to ``size_bytes``.
-    """
-    out = bytearray(size_bytes)
-    struct.pack_into("<12sII", out, 0x000, b"EMMC_BOOT", 1, 0x200)
-    struct.pack_into("<8sII", out, 0x200, b"BRLYT", 1, 0x800)
-    gfh_bytes = 0x38
-    preloader_bytes = size_bytes - 0x800
-    struct.pack_into(
-        "<3sBHH12sIHBBIIIIIII",
-        out,
-        0x800,
-        b"MMM",
-        1,  # GFH version
-        gfh_bytes,
-        0,  # GFH type: FILE_INFO
-        b"FILE_INFO",
-        1,  # file-info version
-        1,  # file type: ARM bootloader
-        5,  # flash device: eMMC boot
-        1,  # signature type
-        0x00201000,  # load address (SRAM)
-        preloader_bytes,  # file length, at GFH + 0x20
-        0x40000,  # maximum size
-        0x300,  # content offset
-        0,  # signature length
-        0x300,  # jump offset
-        1,  # attributes
-    )
-    body_start = 0x800 + gfh_bytes
-    out[body_start:] = pseudo_random(label, size_bytes - body_start)
-    return bytes(out)
-
-
-# --------------------------------------------------------------------------------------------
-# Tools and files
-
-#: Pinned mke2fs configuration: the host's /etc/mke2fs.conf varies between distributions
-#: (orphan_file, …); images must not. Features are those of a Debian 12 ext4.
-_MKE2FS_CONF = """\
-[defaults]
-\tbase_features = sparse_super,large_file,filetype,resize_inode,dir_index,ext_attr
-\tdefault_mntopts = acl,user_xattr
-\tenable_periodic_fsck = 0
-\tblocksize = 4096
-\tinode_size = 256
-\tinode_ratio = 16384
-
-[fs_types]
-\text4 = {
-\t\tfeatures = has_journal,extent,huge_file,flex_bg,metadata_csum,64bit,dir_nlink,extra_isize
-\t}
-\tsmall = {
-\t\tinode_ratio = 4096
-\t}
-\tfloppy = {
-\t\tinode_ratio = 8192
-\t}
-"""
-
-
-def find_tool(name: str) -> str:
-    """Absolute path of a system tool, looking in the sbin directories too.
-
-    Why: on Debian a normal user's PATH has no ``/usr/sbin``, where sgdisk, mkfs.ext4, parted
-    and e2fsck live, although they work fine without root on image files.
-    """
-    path = os.pathsep.join([os.environ.get("PATH", ""), "/usr/local/sbin", "/usr/sbin", "/sbin"])
-    found = shutil.which(name, path=path)
-    if found is None:
-        raise FileNotFoundError(
-            f"{name} not found; install it (make deps: gdisk, e2fsprogs, parted, util-linux)"
-        )
-    return found
-
-
-def _run(args: Sequence[str], env: Mapping[str, str] | None = None) -> str:
-    """Run a tool and return its stderr; on failure raise with its output, which is what one
-    needs to see."""
-    full_env = {**os.environ, "LC_ALL": "C", **(env or {})}
-    proc = subprocess.run(
-        list(args), env=full_env, stdin=subprocess.DEVNULL, capture_output=True, check=False
-    )
-    if proc.returncode != 0:
-        output = (proc.stdout + proc.stderr).decode(errors="replace").strip()
-        raise RuntimeError(f"{' '.join(args)} failed ({proc.returncode}):\n{output}")
-    return proc.stderr.decode(errors="replace")
-
-
-def _uuid(key: str) -> uuid.UUID:
-    """A fixed UUID per key, so GPT GUIDs and file-system UUIDs don't change between builds."""
-    return uuid.uuid5(_NAMESPACE, key)
-
-
-def _sparse_file(path: Path, size_bytes: int) -> None:
-    """(Re)create ``path`` as a hole of ``size_bytes``: nothing from an earlier build survives."""
-    path.unlink(missing_ok=True)
-    with path.open("xb") as f:
-        f.truncate(size_bytes)
-
-
-def _pwrite(path: Path, offset_bytes: int, data: bytes) -> None:
-    """Write ``data`` at ``offset_bytes`` without touching anything else (or the file size)."""
-    fd = os.open(path, os.O_WRONLY)
-    try:
-        if offset_bytes + len(data) > os.fstat(fd).st_size:
-            raise ValueError(f"write past the end of {path}")
-        written = os.pwrite(fd, data, offset_bytes)
-        if written != len(data):
-            raise OSError(f"short write to {path}")
-    finally:
-        os.close(fd)
-
-
-def _sparse_copy(source: Path, target: Path) -> None:
-    """Copy ``source`` to ``target`` writing only its data extents (holes stay holes)."""
-    _sparse_file(target, source.stat().st_size)
-    chunk_bytes = 4 * _MiB
-    with source.open("rb") as src, target.open("r+b") as dst:
-        size = os.fstat(src.fileno()).st_size
-        extents: list[tuple[int, int]] = []
-        position = 0
-        try:
-            while position < size:
-                start = os.lseek(src.fileno(), position, os.SEEK_DATA)
-                end = os.lseek(src.fileno(), start, os.SEEK_HOLE)
-                extents.append((start, end))
-                position = end
-        except OSError as exc:
-            if exc.errno != errno.ENXIO:  # ENXIO: no data after position. Else: no SEEK_DATA.
-                extents = [(0, size)]
-        for start, end in extents:
-            for offset in range(start, end, chunk_bytes):
-                data = os.pread(src.fileno(), min(chunk_bytes, end - offset), offset)
-                if data.count(0) != len(data):
-                    os.pwrite(dst.fileno(), data, offset)
-
-
-def _write_tree(root: Path, files: Mapping[str, bytes]) -> Path:
-    """Materialise ``files`` under ``root`` with fixed modes and times, for ``mkfs.ext4 -d``."""
-    for rel, data in files.items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-        executable = rel.startswith(("bin/", "xbin/"))
-        path.chmod(0o755 if executable else 0o644)
-    for path in [root, *root.rglob("*")]:
-        if path.is_dir():
-            path.chmod(0o755)
-        os.utime(path, (_EPOCH_S, _EPOCH_S))
-    return root
-
-
-def _mkfs_ext4(
-    tmp_dir: Path,
-    image: Path,
-    offset_bytes: int,
-    size_bytes: int,
-    *,
-    label: str,
-    key: str,
-    tree: Path | None,
-) -> None:
-    """Make an ext4 of exactly ``size_bytes`` at ``offset_bytes`` inside ``image``.
-
-    Lazy inode-table and journal init and no discard: mke2fs writes only metadata, so the image
-    stays sparse (the fresh file's holes already read as the zeros it would have written).
-    """
-    conf = tmp_dir / "mke2fs.conf"
-    if not conf.exists():
-        conf.write_text(_MKE2FS_CONF)
-    extended = ",".join(
-        [
-            f"offset={offset_bytes}",
-            "lazy_itable_init=1",
-            "lazy_journal_init=1",
-            "nodiscard",
-            "root_owner=0:0",
-            f"hash_seed={_uuid(key + '/hash_seed')}",
-        ]
-    )
-    args = [find_tool("mkfs.ext4"), "-q", "-F", "-b", "4096", "-L", label]
-    args += ["-U", str(_uuid(key + "/uuid")), "-E", extended]
-    if tree is not None:
-        args += ["-d", str(tree)]
-    args += [str(image), f"{size_bytes // _KiB}k"]
-    env = {"MKE2FS_CONFIG": str(conf), "E2FSPROGS_FAKE_TIME": str(_EPOCH_S)}
-    _run(args, env=env)
-    if tree is not None:
-        _pin_inodes(tmp_dir, image, offset_bytes, tree, env)
-
-
-def _pin_inodes(
-    tmp_dir: Path, image: Path, offset_bytes: int, tree: Path, env: Mapping[str, str]
-) -> None:
-    """Give every inode ``mkfs.ext4 -d`` copied from ``tree`` a fixed ctime and root ownership.
-
-    Why: ``-d`` copies each source file's ctime, which nobody can set (``utime`` moves it to
-    now), and its owner, which is whoever runs the build; without this the image would differ
-    from build to build and from user to user (and Android's /system is root's). The e2fsprogs
-    tools take ``FILE?offset=N`` to work on a file system inside a bigger image.
-    """
-    commands = []
-    for path in sorted(tree.rglob("*")):
-        quoted = f'"/{path.relative_to(tree).as_posix()}"'
-        commands += [f"sif {quoted} {field} {value}" for field, value in _PINNED_INODE_FIELDS]
-    script = tmp_dir / "pin-inodes.debugfs"
-    script.write_text("\n".join(commands) + "\n")
-    target = f"{image}?offset={offset_bytes}"
-    output = _run([find_tool("debugfs"), "-w", "-f", str(script), target], env=env)
-    errors = [line for line in output.splitlines() if line and not line.startswith("debugfs")]
-    if errors:
-        raise RuntimeError(f"debugfs could not fix up {target}:\n" + "\n".join(errors))
-
-
-_PINNED_INODE_FIELDS = (("ctime", f"@{_EPOCH_S}"), ("uid", "0"), ("gid", "0"))
 
 
 # --------------------------------------------------------------------------------------------
