@@ -159,3 +159,56 @@ def clamp_to_region(part: Partition, region_size_bytes: int, *, quiet: bool = Fa
                 f"(declared {declared:#x}); only those bytes are exposed"
             )
     return part
+
+
+#: Readback files that hold each region, for messages about a region the source lacks.
+_REGION_FILES = {
+    "boot1": "Boot1 / mmcblk0boot0.img",
+    "boot2": "Boot2 / mmcblk0boot1.img",
+    "rpmb": "RPMB / mmcblk0rpmb.img",
+    "user": "User / mmcblk0.img",
+}
+
+
+def place(part: Partition, regions: Mapping[str, Region], *, quiet: bool = False) -> Partition:
+    """Fit a partition from a map into the regions the source actually has.
+
+    Text maps (dumchar_info, scatter files, MTD lists) name regions the source may not have: a
+    user-area readback alone has no ``boot1`` for the preloader row. Such partitions stay in the
+    map, marked ``exposed=False`` with a warning that says which file would provide them. The rest
+    go through :func:`clamp_to_region`.
+    """
+    region = regions.get(part.region)
+    if region is None:
+        have = ", ".join(sorted(regions)) or "none"
+        where = _REGION_FILES.get(part.region)
+        hint = f" (add the {where} readback)" if where else ""
+        return replace(
+            part,
+            declared_size_bytes=part.size_bytes
+            if part.declared_size_bytes is None
+            else part.declared_size_bytes,
+            size_bytes=0,
+            exposed=False,
+            warnings=(
+                *part.warnings,
+                f"missing: lives in region {part.region}, which this source does not have "
+                f"(it has: {have}){hint}; not exposed",
+            ),
+        )
+    return clamp_to_region(part, region.size_bytes, quiet=quiet)
+
+
+#: MTK's "reserved from the end of the region" start addresses: 0xFFFF0000 | n, n × 128 KiB.
+RESERVED_MARKER_MASK = 0xFFFF0000
+RESERVED_BLOCK_BYTES = 0x20000
+
+
+def is_reserved_marker(address: int) -> bool:
+    """True for MTK's 0xFFFFnnnn start addresses (bmtpool, otp, sgpt, flashinfo…)."""
+    return address & 0xFFFFFFFF_FFFF0000 == RESERVED_MARKER_MASK
+
+
+def reserved_size_bytes(address: int) -> int:
+    """How many bytes before the region's end a 0xFFFFnnnn marker reserves (nnnn × 128 KiB)."""
+    return (address & 0xFFFF) * RESERVED_BLOCK_BYTES
