@@ -120,8 +120,11 @@ def _add_map_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--map",
         type=Path,
+        action="append",
+        default=[],
         metavar="FILE",
-        help="partition table to use instead of the one on the source (GPT or MBR image)",
+        help="partition map to use (repeatable): scatter file, dumchar_info, /proc/mtd, "
+        "boot log, mtdparts=, or a GPT/MBR/PMT image; checked against the source's own table",
     )
     group.add_argument(
         "--no-map", action="store_true", help="no partition files, only the whole regions"
@@ -137,7 +140,7 @@ def _mount_config(args: argparse.Namespace) -> MountConfig:
         source=args.source,
         mountpoint=args.mountpoint.absolute(),
         options=options,
-        map_file=args.map,
+        map_files=tuple(args.map),
         no_map=args.no_map,
         cache_bytes=parse_size(args.cache_size),
         log_file=args.log,
@@ -189,8 +192,8 @@ def _daemon_argv(config: MountConfig, log_file: Path, ready_fd: int, *, debug: b
     argv += ["--log", str(log_file), "--cache-size", str(config.cache_bytes)]
     if config.options:
         argv += ["-o", ",".join(config.options)]
-    if config.map_file is not None:
-        argv += ["--map", str(config.map_file.absolute())]
+    for map_file in config.map_files:
+        argv += ["--map", str(map_file.absolute())]
     if config.no_map:
         argv.append("--no-map")
     if debug:
@@ -306,7 +309,7 @@ async def _ls_report(args: argparse.Namespace) -> dict[str, Any]:
 
             pmap = PartitionMap((), "none (--no-map)")
         else:
-            pmap = await discover_map(transport.regions, cache.read, map_file=args.map)
+            pmap = await discover_map(transport.regions, cache.read, map_files=args.map)
         return map_report(transport.description, transport.regions.values(), pmap)
     finally:
         await transport.aclose()

@@ -19,7 +19,7 @@ import os
 import re
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,8 +33,10 @@ from mtkfs.discover import discover_map
 from mtkfs.errors import MountpointError, UsageError
 from mtkfs.fuse.ops import MtkfsOperations
 from mtkfs.fuse.tree import ROOT_INODE, Tree
-from mtkfs.maps.model import PartitionMap
+from mtkfs.generated import Generated, Live, Static
+from mtkfs.maps.model import PartitionMap, Region
 from mtkfs.maps.report import map_report
+from mtkfs.romfiles import PRELOADER_BIN, ChecksumFile, ScatterFile, preloader_image
 from mtkfs.transports import open_transport
 from mtkfs.transports.base import Transport
 from mtkfs.volume import Volume
@@ -55,7 +57,7 @@ class MountConfig:
         source: the SOURCE argument (a PATH for now).
         mountpoint: absolute path of the mountpoint.
         options: ``-o`` options, already split.
-        map_file: ``--map FILE``.
+        map_files: ``--map FILE`` (repeatable).
         no_map: ``--no-map``: show the whole regions only.
         cache_bytes: ``--cache-size``.
     """
@@ -63,7 +65,7 @@ class MountConfig:
     source: str
     mountpoint: Path
     options: tuple[str, ...] = ()
-    map_file: Path | None = None
+    map_files: tuple[Path, ...] = ()
     no_map: bool = False
     cache_bytes: int = DEFAULT_CACHE_BYTES
     log_file: Path | None = None
@@ -132,7 +134,10 @@ def check_mountpoint(mountpoint: Path) -> None:
 
 
 def build_tree(
-    transport: Transport, pmap: PartitionMap, control: dict[str, Callable[[], bytes]]
+    transport: Transport,
+    pmap: PartitionMap,
+    control: dict[str, Generated],
+    root_files: dict[str, Generated | Volume] | None = None,
 ) -> Tree:
     """The mount's layout (see :mod:`mtkfs.fuse.tree`)."""
     tree = Tree()
@@ -144,10 +149,32 @@ def build_tree(
     for region in transport.regions.values():
         volume = Volume(region.name, region.name, 0, region.size_bytes)
         tree.add_volume(regions_dir.inode, f"{region.name}.img", volume)
+    for name, content in (root_files or {}).items():
+        if isinstance(content, Volume):
+            tree.add_volume(ROOT_INODE, name, content)
+        else:
+            tree.add_control(ROOT_INODE, name, content)
     control_dir = tree.add_dir(ROOT_INODE, ".mtkfs")
     for name, content in control.items():
         tree.add_control(control_dir.inode, name, content)
     return tree
+
+
+async def rom_files(
+    pmap: PartitionMap, regions: Mapping[str, Region], cache: ChunkCache
+) -> dict[str, Generated | Volume]:
+    """``scatter.txt``, ``Checksum.ini`` and ``preloader.bin`` for eMMC/UFS maps (SP Flash
+    Tool has no use for them on a NOR/NAND MTD map or with ``--no-map``)."""
+    if not any(p.region != "flash" for p in pmap.partitions):
+        return {}
+    preloader_bin = await preloader_image(pmap, cache)
+    files: dict[str, Generated | Volume] = {
+        "scatter.txt": ScatterFile(pmap, regions, cache),
+        "Checksum.ini": ChecksumFile(pmap, regions, cache, preloader_bin),
+    }
+    if preloader_bin is not None:
+        files[PRELOADER_BIN] = preloader_bin
+    return files
 
 
 def _json_bytes(data: dict[str, Any]) -> bytes:
@@ -166,7 +193,7 @@ async def serve(config: MountConfig, on_ready: Callable[[], None]) -> None:
         if config.no_map:
             pmap = PartitionMap((), "none (--no-map)")
         else:
-            pmap = await discover_map(transport.regions, cache.read, map_file=config.map_file)
+            pmap = await discover_map(transport.regions, cache.read, map_files=config.map_files)
         for warning in pmap.warnings:
             log.warning("%s", warning)
         for part in pmap.partitions:
@@ -199,7 +226,12 @@ async def serve(config: MountConfig, on_ready: Callable[[], None]) -> None:
             )
 
         map_json = _json_bytes(report)
-        tree = build_tree(transport, pmap, {"map.json": lambda: map_json, "status.json": status})
+        tree = build_tree(
+            transport,
+            pmap,
+            {"map.json": Static(map_json), "status.json": Live(status)},
+            await rom_files(pmap, transport.regions, cache),
+        )
         ops = MtkfsOperations(tree, cache, mtime_s=transport.mtime_s)
         try:
             pyfuse3.init(ops, str(config.mountpoint), options)

@@ -1,37 +1,46 @@
 """Find the partition map of an opened source.
 
-The parsers in :mod:`mtkfs.maps` are pure generators; this module feeds them bytes — read through
-the chunk cache, so the sectors a probe touches are not fetched twice — and decides the order:
+The parsers in :mod:`mtkfs.maps` are pure; this module feeds them bytes — read through the chunk
+cache, so the sectors a probe touches are not fetched twice — and decides what wins:
 
-1. ``--map FILE`` when given: a partition-table image (a PGPT dump, or the first MiBs of the user
-   area: GPT or MBR; later versions add text maps) applied to the ``user`` region (or the only
-   region).
-2. otherwise, on ``user`` (or a single ``flash`` region): GPT (primary, then backup), then MTK
-   MBR + EBR chain.
+1. The device's own table, probed on ``user`` (or the only region): GPT (primary, then backup)
+   → MediaTek MBR + EBR chain → PMT.
+2. ``--map FILE`` (repeatable): any format :mod:`mtkfs.maps.detect` knows. When given, these maps
+   are what the mount shows; each disagreement with the device's table (1.) is a warning.
+3. A preloader in ``boot1`` (an ``EMMC_BOOT``/``UFS_BOOT`` header) that no map places becomes
+   the ``preloader`` partition, as SP Flash Tool and the phone's own kernel name it.
 
-A corrupt GPT is an error of its own (it is never "fixed" or silently replaced by an MBR);
-finding nothing at all is :class:`NoMapError` with the fix in its message.
+A corrupt GPT without ``--map`` is an error of its own (never "fixed", never silently replaced by
+an MBR); finding nothing is :class:`NoMapError` with the fix in its message.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import trio
 
-from mtkfs.errors import NoMapError, SourceError
+from mtkfs.errors import CorruptMapError, MapError, NoMapError, SourceError
+from mtkfs.maps.combine import cross_check, merge
+from mtkfs.maps.detect import parse_map_bytes, table_region_of
 from mtkfs.maps.gpt import read_gpt
 from mtkfs.maps.mbr import read_mbr
-from mtkfs.maps.model import MapReader, Need, PartitionMap, Region
+from mtkfs.maps.model import MapReader, Partition, PartitionMap, Region
+from mtkfs.maps.names import unique_names
+from mtkfs.maps.pmt import read_pmt
 
 log = logging.getLogger(__name__)
 
 AsyncRead = Callable[[str, int, int], Awaitable[bytes]]
 
-#: A ``--map FILE`` table image bigger than this is surely not a table image.
-_MAX_MAP_FILE_BYTES = 64 << 20
+#: A map file bigger than this is surely not a map.
+MAX_MAP_FILE_BYTES = 64 << 20
+
+#: First bytes of a boot region that holds a preloader (formats.md §8.4).
+_PRELOADER_MAGICS = (b"EMMC_BOOT", b"UFS_BOOT", b"MMM\x01")
 
 
 async def run_reader_async(reader: MapReader, read: AsyncRead) -> PartitionMap:
@@ -46,56 +55,100 @@ async def run_reader_async(reader: MapReader, read: AsyncRead) -> PartitionMap:
         return result
 
 
-def table_region(regions: Mapping[str, Region]) -> Region:
-    """The region that carries the partition table: ``user``, or the only region there is."""
-    if "user" in regions:
-        return regions["user"]
-    if len(regions) == 1:
-        return next(iter(regions.values()))
+async def probe_region(region: Region, read: AsyncRead, boot: Region | None = None) -> PartitionMap:
+    """GPT, then MBR/EBR, then PMT, on one region."""
+    for make in (read_gpt, read_mbr):
+        try:
+            return await run_reader_async(make(region), read)
+        except NoMapError as exc:
+            log.debug("%s on %s: %s", make.__name__, region.name, exc)
+    try:
+        return await run_reader_async(read_pmt(region, boot_region=boot), read)
+    except NoMapError as exc:
+        log.debug("no PMT on %s: %s", region.name, exc)
     raise NoMapError(
-        "no user-area readback (User / mmcblk0.img) in this source, so no partition table to "
-        "read; add the User file, or pass --no-map to mount the regions only"
+        f"no partition table (GPT, MBR or PMT) found in region {region.name}; pass --map FILE "
+        "(a scatter file, dumchar_info, /proc/mtd, boot log or mtdparts= text, or a table "
+        "image), or --no-map to mount the whole regions only"
     )
 
 
-async def probe_region(region: Region, read: AsyncRead) -> PartitionMap:
-    """GPT first, then MBR/EBR, on one region."""
+async def load_map_file(path: Path, regions: Mapping[str, Region]) -> tuple[str, PartitionMap]:
+    """(label, map) of one ``--map FILE``."""
     try:
-        return await run_reader_async(read_gpt(region), read)
-    except NoMapError as gpt_error:
-        log.debug("no GPT on %s: %s", region.name, gpt_error)
+        data = await trio.Path(path).read_bytes()
+    except OSError as exc:
+        raise SourceError(f"cannot read map file {path}: {exc.strerror}") from exc
+    if len(data) > MAX_MAP_FILE_BYTES:
+        raise SourceError(f"map file {path} is {len(data)} bytes: too big to be a partition map")
     try:
-        return await run_reader_async(read_mbr(region), read)
-    except NoMapError as mbr_error:
-        log.debug("no MBR on %s: %s", region.name, mbr_error)
-    raise NoMapError(
-        f"no partition table (GPT or MBR) found in region {region.name}; pass --map FILE with "
-        "the device's partition table, or --no-map to mount the whole regions only"
-    )
+        kind, pmap = parse_map_bytes(data, regions)
+    except MapError as exc:
+        raise type(exc)(f"map file {path}: {exc}") from exc
+    label = f"{kind} {path.name}"
+    return label, replace(pmap, origin=f"{pmap.origin} from {path.name}")
 
 
 async def discover_map(
-    regions: Mapping[str, Region], read: AsyncRead, *, map_file: Path | None = None
+    regions: Mapping[str, Region], read: AsyncRead, *, map_files: Sequence[Path] = ()
 ) -> PartitionMap:
     """The partition map for a source; see the module docstring for the order."""
-    region = table_region(regions)
-    if map_file is None:
-        return await probe_region(region, read)
-    try:
-        table = (await trio.Path(map_file).read_bytes())[:_MAX_MAP_FILE_BYTES]
-    except OSError as exc:
-        raise SourceError(f"cannot read map file {map_file}: {exc.strerror}") from exc
-
-    async def read_table(_region: str, offset_bytes: int, size_bytes: int) -> bytes:
-        return table[offset_bytes : offset_bytes + size_bytes]
-
-    try:
-        pmap = await probe_region(region, read_table)
-    except NoMapError as exc:
+    region = table_region_of(regions)
+    table: PartitionMap | None = None
+    corrupt: CorruptMapError | None = None
+    if region is not None:
+        try:
+            table = await probe_region(region, read, regions.get("boot1"))
+        except NoMapError:
+            if not map_files:
+                raise
+        except CorruptMapError as exc:
+            if not map_files:
+                raise
+            corrupt = exc
+    elif not map_files:
         raise NoMapError(
-            f"{map_file}: not a partition table image I understand (GPT or MBR expected)"
-        ) from exc
-    return PartitionMap(pmap.partitions, f"{pmap.origin} from {map_file}", pmap.warnings)
+            "no user-area readback (User / mmcblk0.img) in this source, so no partition table "
+            "to read; add the User file, pass --map FILE, or --no-map to mount the regions only"
+        )
+    if not map_files:
+        assert table is not None
+        return await _with_preloader(table, regions, read)
+    loaded = [await load_map_file(path, regions) for path in map_files]
+    chosen = merge(loaded)
+    label = " + ".join(lbl for lbl, _ in loaded)
+    warnings = list(chosen.warnings)
+    if table is not None:
+        warnings.extend(cross_check(chosen, label, table))
+    elif corrupt is not None:
+        warnings.append(f"the device's own table is unusable ({corrupt}); {label} not checked")
+    chosen = replace(chosen, warnings=tuple(warnings))
+    return await _with_preloader(chosen, regions, read)
 
 
-__all__ = ["Need", "discover_map", "probe_region", "run_reader_async", "table_region"]
+async def _with_preloader(
+    pmap: PartitionMap, regions: Mapping[str, Region], read: AsyncRead
+) -> PartitionMap:
+    """Add ``preloader`` (all of boot1) when boot1 holds one and no map placed anything there."""
+    boot = regions.get("boot1")
+    if boot is None or any(p.region == "boot1" for p in pmap.partitions):
+        return pmap
+    head = await read("boot1", 0, 16)
+    magic = next((m for m in _PRELOADER_MAGICS if head.startswith(m)), None)
+    if magic is None:
+        return pmap
+    part = Partition(
+        name="preloader",
+        region="boot1",
+        offset_bytes=0,
+        size_bytes=boot.size_bytes,
+        origin="boot-region",
+        extra={"header": magic.decode("ascii", errors="replace").rstrip("\x01")},
+    )
+    parts = (part, *pmap.partitions)
+    names = unique_names(p.name for p in parts)
+    renamed = tuple(replace(p, name=n) for p, n in zip(parts, names, strict=True))
+    return replace(pmap, partitions=renamed)
+
+
+__all__ = ["discover_map", "load_map_file", "probe_region", "run_reader_async"]

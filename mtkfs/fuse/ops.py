@@ -97,26 +97,24 @@ class MtkfsOperations(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.ENOENT)
         return node
 
-    def _attr(self, node: Node) -> pyfuse3.EntryAttributes:
+    def _attr(self, node: Node, size_bytes: int = 0) -> pyfuse3.EntryAttributes:
+        """Attributes of ``node``; generated files take their size from ``size_bytes``."""
         attr = pyfuse3.EntryAttributes()
         attr.st_ino = pyfuse3.InodeT(node.inode)
         attr.generation = 0
+        timeout = _STATIC_TIMEOUT_S
         if node.is_dir:
             attr.st_mode = pyfuse3.ModeT(stat.S_IFDIR | 0o555)
             attr.st_nlink = 2
             size = 0
-            timeout = _STATIC_TIMEOUT_S
-        elif node.volume is not None:
-            attr.st_mode = pyfuse3.ModeT(stat.S_IFREG | 0o444)
-            attr.st_nlink = 1
-            size = node.volume.size_bytes
-            timeout = _STATIC_TIMEOUT_S
         else:
-            assert node.content is not None
             attr.st_mode = pyfuse3.ModeT(stat.S_IFREG | 0o444)
             attr.st_nlink = 1
-            size = len(node.content())
-            timeout = 0.0  # generated: always ask again
+            if node.volume is not None:
+                size = node.volume.size_bytes
+            else:
+                size = size_bytes
+                timeout = 0.0  # generated: always ask again
         attr.st_size = size
         attr.st_blocks = (size + 511) // 512
         attr.st_blksize = 1 << 16
@@ -126,6 +124,15 @@ class MtkfsOperations(pyfuse3.Operations):
         attr.entry_timeout = timeout
         attr.attr_timeout = timeout
         return attr
+
+    async def _full_attr(self, node: Node) -> pyfuse3.EntryAttributes:
+        """Attributes with the true size of a generated file (rendering it if need be)."""
+        if node.content is None:
+            return self._attr(node)
+        size = node.content.size_bytes()
+        if size is None:
+            size = len(await node.content.render())
+        return self._attr(node, size)
 
     def _handle(self, fh: int) -> _OpenFile:
         handle = self._open.get(fh)
@@ -149,13 +156,13 @@ class MtkfsOperations(pyfuse3.Operations):
         inode = parent.children.get(name)
         if inode is None:
             raise pyfuse3.FUSEError(errno.ENOENT)
-        return self._attr(self.tree.nodes[inode])
+        return await self._full_attr(self.tree.nodes[inode])
 
     @translate_errors
     async def getattr(
         self, inode: pyfuse3.InodeT, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
-        return self._attr(self._node(inode))
+        return await self._full_attr(self._node(inode))
 
     @translate_errors
     async def opendir(
@@ -175,6 +182,7 @@ class MtkfsOperations(pyfuse3.Operations):
         entries = sorted(node.children.items())
         for position in range(start_id, len(entries)):
             name, inode = entries[position]
+            # Directory listings only need names and types: never render generated files here.
             attr = self._attr(self.tree.nodes[inode])
             if not pyfuse3.readdir_reply(token, pyfuse3.FileNameT(name), attr, position + 1):
                 break
@@ -195,7 +203,7 @@ class MtkfsOperations(pyfuse3.Operations):
         fh = self._next_fh
         self._next_fh += 1
         if node.content is not None:
-            self._open[fh] = _OpenFile(node, node.content())
+            self._open[fh] = _OpenFile(node, await node.content.render())
             return pyfuse3.FileInfo(fh=pyfuse3.FileHandleT(fh), direct_io=True)
         self._open[fh] = _OpenFile(node)
         # keep_cache: nothing can change the bytes under a read-only mount, so the kernel's

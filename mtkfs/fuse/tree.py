@@ -15,9 +15,9 @@ dynamic thing; they are generated on open and served with ``direct_io`` so their
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from mtkfs.generated import Generated
 from mtkfs.volume import Volume
 
 ROOT_INODE = 1  # pyfuse3.ROOT_INODE; repeated here so this module needs no pyfuse3 import
@@ -32,7 +32,7 @@ class Node:
         name: file name in its parent (bytes, as FUSE wants).
         parent: parent's inode number (root is its own parent).
         volume: for partition/region files, the byte range they show.
-        content: for control files, a function producing their current bytes.
+        content: for generated files, what produces their bytes.
         children: for directories, name → inode.
     """
 
@@ -40,7 +40,7 @@ class Node:
     name: bytes
     parent: int
     volume: Volume | None = None
-    content: Callable[[], bytes] | None = None
+    content: Generated | None = None
     children: dict[bytes, int] | None = None
 
     @property
@@ -78,8 +78,8 @@ class Tree:
         """A fixed-size file showing a byte range."""
         return self._add(parent, name, {"volume": volume})
 
-    def add_control(self, parent: int, name: str, content: Callable[[], bytes]) -> Node:
-        """A generated file (JSON status and the like)."""
+    def add_control(self, parent: int, name: str, content: Generated) -> Node:
+        """A generated file (JSON status, scatter.txt and the like)."""
         return self._add(parent, name, {"content": content})
 
     def volumes(self) -> list[Node]:
