@@ -550,19 +550,19 @@ def hostile_gpts(draw: st.DrawFn) -> tuple[bytes, int]:
     return bytes(img[: disk_sectors * sector_bytes]), size_bytes
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(hostile_gpts())
 def test_fuzz_structured_gpts(case: tuple[bytes, int]) -> None:
     check_outcome(*case)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=600, deadline=None)
 @given(st.binary(max_size=8192), st.integers(0, 16384))
 def test_fuzz_random_bytes(data: bytes, size_bytes: int) -> None:
     check_outcome(data, size_bytes)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=600, deadline=None)
 @given(
     st.lists(
         st.tuples(

@@ -335,20 +335,20 @@ def hostile_chains(draw: st.DrawFn) -> tuple[dict[int, bytes], int]:
     return records, draw(st.integers(0, 64 * SECTOR))
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(hostile_chains())
 def test_fuzz_structured_chains(case: tuple[dict[int, bytes], int]) -> None:
     records, size_bytes = case
     check_outcome(sparse_reader(size_bytes, records), size_bytes)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=600, deadline=None)
 @given(st.binary(max_size=4096), st.integers(0, 8192))
 def test_fuzz_random_bytes(data: bytes, size_bytes: int) -> None:
     check_outcome(reader_from_bytes({"user": data}), size_bytes)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=600, deadline=None)
 @given(
     st.lists(
         st.tuples(st.sampled_from([0, EBR1, EBR2]), st.integers(0x1BE, 511), st.integers(0, 255)),
