@@ -37,6 +37,20 @@ class Transport(abc.ABC):
     async def read(self, region: str, offset_bytes: int, size_bytes: int) -> bytes:
         """Bytes of ``region`` from ``offset_bytes``; shorter only where the region ends."""
 
+    async def checksum(self, region: str, offset_bytes: int, size_bytes: int) -> int | None:
+        """CRC-32 (zlib's) of a byte range computed *on the device*, or None if unsupported.
+
+        Why: on a slow link (a U-Boot console moves ~2.8 KB/s) asking the device for a checksum
+        costs one short command, so chunks kept in the persistent cache from an earlier session
+        can be revalidated instead of read again. Transports without such a command return None
+        and their cached chunks are trusted only with ``--trust-cache``.
+        """
+        return None
+
+    def stats(self) -> dict[str, int | float]:
+        """Transport-level counters for ``.mtkfs/stats.json`` (commands, bytes, link time)."""
+        return {}
+
     @abc.abstractmethod
     async def aclose(self) -> None:
         """Release the device; idempotent."""
