@@ -29,7 +29,9 @@ from mtkfs.discover import discover_map
 from mtkfs.errors import MountpointError, MtkfsError, UsageError
 from mtkfs.log import setup_logging
 from mtkfs.maps.report import map_report
+from mtkfs.mounts import mount_entry
 from mtkfs.transports import open_transport
+from mtkfs.transports.linkmodel import parse_link_spec
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +96,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="memory for cached chunks, e.g. 256M (default), 1G",
     )
     mount.add_argument(
+        "--cache-dir",
+        type=Path,
+        metavar="DIR",
+        help="keep fetched chunks on disk under DIR, so an interrupted copy resumes without "
+        "reading them again (revalidated with the device's checksum where it has one)",
+    )
+    mount.add_argument(
+        "--trust-cache",
+        action="store_true",
+        help="with --cache-dir: use stored chunks without asking the device to confirm them",
+    )
+    mount.add_argument(
+        "--link-model",
+        metavar="SPEC",
+        help="charge a modelled link per command, for tests and what-if measurements: "
+        "usb2, uboot, or e.g. 'latency=1ms,bandwidth=40MB/s'",
+    )
+    mount.add_argument(
         "-f", "--foreground", action="store_true", help="stay in the foreground, log to stderr"
     )
     mount.add_argument("--log", type=Path, metavar="FILE", help="log file of a background mount")
@@ -144,6 +164,9 @@ def _mount_config(args: argparse.Namespace) -> MountConfig:
         no_map=args.no_map,
         cache_bytes=parse_size(args.cache_size),
         log_file=args.log,
+        link_model=None if args.link_model is None else parse_link_spec(args.link_model),
+        cache_dir=None if args.cache_dir is None else args.cache_dir.absolute(),
+        trust_cache=args.trust_cache,
     )
 
 
@@ -160,7 +183,9 @@ def cmd_mount(args: argparse.Namespace) -> int:
         log_file.parent.mkdir(parents=True, exist_ok=True)
         with open(log_file, "ab") as log_stream:
             child = subprocess.Popen(
-                _daemon_argv(config, log_file, write_fd, debug=args.debug),
+                _daemon_argv(
+                    config, log_file, write_fd, debug=args.debug, link_model=args.link_model
+                ),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=log_stream,
@@ -186,7 +211,9 @@ def cmd_mount(args: argparse.Namespace) -> int:
     return 1
 
 
-def _daemon_argv(config: MountConfig, log_file: Path, ready_fd: int, *, debug: bool) -> list[str]:
+def _daemon_argv(
+    config: MountConfig, log_file: Path, ready_fd: int, *, debug: bool, link_model: str | None
+) -> list[str]:
     """The command line of the background daemon: this same mount, in the foreground."""
     argv = [sys.executable, "-m", "mtkfs", "mount", "--foreground", "--ready-fd", str(ready_fd)]
     argv += ["--log", str(log_file), "--cache-size", str(config.cache_bytes)]
@@ -196,6 +223,12 @@ def _daemon_argv(config: MountConfig, log_file: Path, ready_fd: int, *, debug: b
         argv += ["--map", str(map_file.absolute())]
     if config.no_map:
         argv.append("--no-map")
+    if link_model is not None:
+        argv += ["--link-model", link_model]
+    if config.cache_dir is not None:
+        argv += ["--cache-dir", str(config.cache_dir)]
+    if config.trust_cache:
+        argv.append("--trust-cache")
     if debug:
         argv.append("--debug")
     # "--" so that a source or mountpoint starting with "-" is never taken for an option.
@@ -224,20 +257,6 @@ def _mount_foreground(config: MountConfig, ready_fd: int | None) -> int:
 # -- umount --------------------------------------------------------------------------------------
 
 
-def _mount_entry(mountpoint: Path) -> str | None:
-    """The filesystem type mounted at ``mountpoint`` per /proc/self/mountinfo, if any."""
-    target = os.path.realpath(mountpoint)
-    with open("/proc/self/mountinfo") as info:
-        for line in info:
-            fields = line.split()
-            sep = fields.index("-")
-            point = fields[4].encode().decode("unicode_escape")
-            if point == target:
-                fstype = fields[sep + 1]
-                return fstype
-    return None
-
-
 def _daemon_pid(mountpoint: Path) -> int | None:
     try:
         status = json.loads((mountpoint / ".mtkfs" / "status.json").read_text())
@@ -248,12 +267,12 @@ def _daemon_pid(mountpoint: Path) -> int | None:
 
 def cmd_umount(args: argparse.Namespace) -> int:
     mountpoint: Path = args.mountpoint.absolute()
-    fstype = _mount_entry(mountpoint)
-    if fstype is None:
+    entry = mount_entry(mountpoint)
+    if entry is None:
         raise MountpointError(f"{mountpoint} is not mounted")
-    if fstype != "fuse.mtkfs":
+    if entry.fstype != "fuse.mtkfs":
         raise MountpointError(
-            f"{mountpoint} is a {fstype} mount, not an mtkfs one; use umount(8) for it"
+            f"{mountpoint} is a {entry.fstype} mount, not an mtkfs one; use umount(8) for it"
         )
     pid = _daemon_pid(mountpoint)
     result = subprocess.run(

@@ -12,34 +12,30 @@ Orchestration only (DESIGN.md): no parsing, no protocol, no errno decisions. Lif
 
 from __future__ import annotations
 
+import contextlib
 import errno
-import json
 import logging
 import os
 import re
 import signal
-import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pyfuse3
 import trio
 
-from mtkfs import __version__
 from mtkfs.cache import ChunkCache
 from mtkfs.discover import discover_map
+from mtkfs.diskcache import DiskCache
 from mtkfs.errors import MountpointError, UsageError
 from mtkfs.fuse.ops import MtkfsOperations
-from mtkfs.fuse.tree import ROOT_INODE, Tree
-from mtkfs.generated import Generated, Live, Static
-from mtkfs.maps.model import PartitionMap, Region
-from mtkfs.maps.report import map_report
-from mtkfs.romfiles import PRELOADER_BIN, ChecksumFile, ScatterFile, preloader_image
+from mtkfs.maps.model import PartitionMap
+from mtkfs.mounts import mount_entry
+from mtkfs.mountview import MountView
 from mtkfs.transports import open_transport
 from mtkfs.transports.base import Transport
-from mtkfs.volume import Volume
+from mtkfs.transports.linkmodel import LinkModelTransport, LinkSpec
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +56,11 @@ class MountConfig:
         map_files: ``--map FILE`` (repeatable).
         no_map: ``--no-map``: show the whole regions only.
         cache_bytes: ``--cache-size``.
+        log_file: ``--log``.
+        link_model: ``--link-model``: charge a modelled link's latency and bandwidth (tests,
+            benchmarks, and "what would this cost over USB/UART" experiments).
+        cache_dir: ``--cache-dir``: persistent chunk store, so interrupted copies resume.
+        trust_cache: ``--trust-cache``: use persisted chunks without asking the device.
     """
 
     source: str
@@ -69,7 +70,9 @@ class MountConfig:
     no_map: bool = False
     cache_bytes: int = DEFAULT_CACHE_BYTES
     log_file: Path | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    link_model: LinkSpec | None = None
+    cache_dir: Path | None = None
+    trust_cache: bool = False
 
 
 def fuse_options(options: tuple[str, ...], source_id: str) -> set[str]:
@@ -133,63 +136,46 @@ def check_mountpoint(mountpoint: Path) -> None:
         raise MountpointError(f"mountpoint {mountpoint} belongs to another user")
 
 
-def build_tree(
-    transport: Transport,
-    pmap: PartitionMap,
-    control: dict[str, Generated],
-    root_files: dict[str, Generated | Volume] | None = None,
-) -> Tree:
-    """The mount's layout (see :mod:`mtkfs.fuse.tree`)."""
-    tree = Tree()
-    for part in pmap.partitions:
-        if part.exposed and part.size_bytes > 0:
-            volume = Volume(part.name, part.region, part.offset_bytes, part.size_bytes)
-            tree.add_volume(ROOT_INODE, f"{part.name}.img", volume)
-    regions_dir = tree.add_dir(ROOT_INODE, "regions")
-    for region in transport.regions.values():
-        volume = Volume(region.name, region.name, 0, region.size_bytes)
-        tree.add_volume(regions_dir.inode, f"{region.name}.img", volume)
-    for name, content in (root_files or {}).items():
-        if isinstance(content, Volume):
-            tree.add_volume(ROOT_INODE, name, content)
-        else:
-            tree.add_control(ROOT_INODE, name, content)
-    control_dir = tree.add_dir(ROOT_INODE, ".mtkfs")
-    for name, content in control.items():
-        tree.add_control(control_dir.inode, name, content)
-    return tree
-
-
-async def rom_files(
-    pmap: PartitionMap, regions: Mapping[str, Region], cache: ChunkCache
-) -> dict[str, Generated | Volume]:
-    """``scatter.txt``, ``Checksum.ini`` and ``preloader.bin`` for eMMC/UFS maps (SP Flash
-    Tool has no use for them on a NOR/NAND MTD map or with ``--no-map``)."""
-    if not any(p.region != "flash" for p in pmap.partitions):
-        return {}
-    preloader_bin = await preloader_image(pmap, cache)
-    files: dict[str, Generated | Volume] = {
-        "scatter.txt": ScatterFile(pmap, regions, cache),
-        "Checksum.ini": ChecksumFile(pmap, regions, cache, preloader_bin),
-    }
-    if preloader_bin is not None:
-        files[PRELOADER_BIN] = preloader_bin
-    return files
-
-
-def _json_bytes(data: dict[str, Any]) -> bytes:
-    return (json.dumps(data, indent=2) + "\n").encode()
+async def open_cache(
+    transport: Transport, config: MountConfig, stack: contextlib.AsyncExitStack
+) -> ChunkCache:
+    """The chunk cache for a mount, with the persistent store when ``--cache-dir`` is given."""
+    disk = None
+    if config.cache_dir is not None:
+        disk = await DiskCache.open(
+            config.cache_dir,
+            device_id=transport.device_id,
+            chunk_bytes=transport.chunk_bytes,
+            regions=transport.regions,
+        )
+        stack.push_async_callback(disk.aclose)
+        if not transport.has_checksum and not config.trust_cache:
+            log.warning(
+                "--cache-dir: %s cannot checksum data on the device, so chunks kept from an "
+                "earlier session are read again; pass --trust-cache to use them as they are",
+                transport.description,
+            )
+    return ChunkCache(
+        transport,
+        chunk_bytes=transport.chunk_bytes,
+        max_bytes=config.cache_bytes,
+        max_request_bytes=transport.max_request_bytes,
+        readahead_max_bytes=transport.readahead_max_bytes,
+        disk=disk,
+        trust_disk=config.trust_cache,
+    )
 
 
 async def serve(config: MountConfig, on_ready: Callable[[], None]) -> None:
     """Mount ``config.source`` at ``config.mountpoint`` and serve until unmounted."""
     check_mountpoint(config.mountpoint)
-    transport = open_transport(config.source)
-    try:
+    async with contextlib.AsyncExitStack() as stack:
+        transport = open_transport(config.source)
+        stack.push_async_callback(transport.aclose)
+        if config.link_model is not None:
+            transport = LinkModelTransport(transport, config.link_model)
         options = fuse_options(config.options, transport.device_id)
-        cache = ChunkCache(
-            transport, chunk_bytes=transport.chunk_bytes, max_bytes=config.cache_bytes
-        )
+        cache = await open_cache(transport, config, stack)
         if config.no_map:
             pmap = PartitionMap((), "none (--no-map)")
         else:
@@ -199,39 +185,8 @@ async def serve(config: MountConfig, on_ready: Callable[[], None]) -> None:
         for part in pmap.partitions:
             for warning in part.warnings:
                 log.warning("%s: %s", part.name, warning)
-        report = map_report(transport.description, transport.regions.values(), pmap)
-        started_s = time.time()
-
-        def status() -> bytes:
-            return _json_bytes(
-                {
-                    "version": __version__,
-                    "pid": os.getpid(),
-                    "state": "mounted",
-                    "read_only": True,
-                    "source": transport.description,
-                    "mountpoint": str(config.mountpoint),
-                    "started": started_s,
-                    "partitions": sum(1 for p in pmap.partitions if p.exposed),
-                    "log": str(config.log_file) if config.log_file else None,
-                    "cache": {
-                        "chunk_bytes": cache.chunk_bytes,
-                        "max_bytes": cache.max_bytes,
-                        "cached_bytes": cache.cached_bytes,
-                        **vars(cache.stats),
-                    },
-                    "warnings": report["warnings"]
-                    + [f"{p['name']}: {w}" for p in report["partitions"] for w in p["warnings"]],
-                }
-            )
-
-        map_json = _json_bytes(report)
-        tree = build_tree(
-            transport,
-            pmap,
-            {"map.json": Static(map_json), "status.json": Live(status)},
-            await rom_files(pmap, transport.regions, cache),
-        )
+        view = MountView(config.mountpoint, config.log_file, transport, cache, pmap)
+        tree = await view.build_tree()
         ops = MtkfsOperations(tree, cache, mtime_s=transport.mtime_s)
         try:
             pyfuse3.init(ops, str(config.mountpoint), options)
@@ -239,17 +194,69 @@ async def serve(config: MountConfig, on_ready: Callable[[], None]) -> None:
             raise MountpointError(f"cannot mount at {config.mountpoint}: {exc}") from exc
         log.info("mounted %s at %s", transport.description, config.mountpoint)
         try:
-            on_ready()
             async with trio.open_nursery() as nursery:
+                cache.start(nursery)
                 nursery.start_soon(_stop_on_signal)
+                nursery.start_soon(_when_serving, config.mountpoint, transport, on_ready)
+                if cache.disk is not None:
+                    nursery.start_soon(_flush_periodically, cache.disk)
                 await pyfuse3.main()
                 nursery.cancel_scope.cancel()
         finally:
             # Always unmount: a daemon that exits (signal, error) must not leave a dead mount.
             pyfuse3.close(unmount=True)
             log.info("unmounted %s", config.mountpoint)
-    finally:
-        await transport.aclose()
+
+
+async def _when_serving(
+    mountpoint: Path, transport: Transport, on_ready: Callable[[], None]
+) -> None:
+    """Once the kernel has finished the FUSE handshake: tune readahead, then report ready.
+
+    A ``stat`` of the mountpoint from a worker thread round-trips through our own loop, so when
+    it returns the kernel has processed our INIT reply — which would otherwise reset the
+    readahead set before it.
+    """
+    try:
+        await trio.to_thread.run_sync(os.stat, mountpoint)
+    except OSError as exc:
+        log.warning("mountpoint %s does not answer: %s", mountpoint, exc)
+    else:
+        _tune_kernel_readahead(mountpoint, transport)
+    on_ready()
+
+
+#: Largest read the kernel sends a FUSE daemon (libfuse 3 negotiates 256 pages).
+_FUSE_MAX_REQUEST_KB = 1024
+
+
+def _tune_kernel_readahead(mountpoint: Path, transport: Transport) -> None:
+    """Let the kernel send big reads: raise the mount's readahead from 128 KiB.
+
+    The kernel sizes FUSE read requests by the mount's readahead window (``read_ahead_kb`` of
+    its backing device info), and per-request overhead dominates a Python daemon: 1 MiB
+    requests read an image about twice as fast as 128 KiB ones. On slow links a request should
+    not be bigger than what the transport fetches in one command (a 1 MiB request over a
+    115200-baud console would take minutes before its first byte arrives). Needs root;
+    without it the kernel default stays.
+    """
+    target_kb = max(4, min(_FUSE_MAX_REQUEST_KB, transport.max_request_bytes // 1024))
+    entry = mount_entry(mountpoint)
+    if entry is None:
+        return
+    path = Path(f"/sys/class/bdi/{entry.device}/read_ahead_kb")
+    try:
+        path.write_text(f"{target_kb}\n")
+        log.debug("%s = %d", path, target_kb)
+    except OSError as exc:
+        log.debug("cannot set %s (%s); kernel readahead stays at its default", path, exc)
+
+
+async def _flush_periodically(disk: DiskCache, interval_s: float = 5.0) -> None:
+    """Bound what a crash can lose from the persistent cache to a few seconds of fetching."""
+    while True:
+        await trio.sleep(interval_s)
+        await disk.flush()
 
 
 async def _stop_on_signal() -> None:

@@ -32,4 +32,9 @@ class Volume:
         if offset_bytes >= self.size_bytes or size_bytes <= 0:
             return b""
         size_bytes = min(size_bytes, self.size_bytes - offset_bytes)
-        return await cache.read(self.region, self.offset_bytes + offset_bytes, size_bytes)
+        return await cache.read(
+            self.region,
+            self.offset_bytes + offset_bytes,
+            size_bytes,
+            limit_bytes=self.offset_bytes + self.size_bytes,
+        )

@@ -22,6 +22,10 @@ class Transport(abc.ABC):
         device_id: a stable identifier (for fsname, logs and the persistent cache).
         description: one human line: what this is.
         chunk_bytes: the natural unit to fetch in; the cache aligns to it.
+        max_request_bytes: the most one read command should ask for (coalesced misses and
+            readahead are split into commands of at most this size).
+        readahead_max_bytes: how far ahead of a sequential reader to fetch, at most; 0 = never.
+        has_checksum: :meth:`checksum` works (the persistent cache can revalidate chunks).
         mtime_s: a timestamp to show as the partition files' mtime.
         writable: whether :meth:`write` may be called at all.
     """
@@ -31,6 +35,9 @@ class Transport(abc.ABC):
     description: str
     chunk_bytes: int
     mtime_s: float
+    max_request_bytes: int = 8 << 20
+    readahead_max_bytes: int = 8 << 20
+    has_checksum: bool = False
     writable: bool = False
 
     @abc.abstractmethod

@@ -270,7 +270,12 @@ def test_control_files(p70a: Layout, tmp_path: Path) -> None:
         assert status["cache"]["transport_bytes"] >= 16 * MiB
         with pytest.raises(OSError):
             (mnt / "boot.img").write_bytes(b"x")
-        assert sorted(os.listdir(mnt / ".mtkfs")) == ["map.json", "status.json"]
+        assert sorted(os.listdir(mnt / ".mtkfs")) == ["map.json", "stats.json", "status.json"]
+        stats = json.loads((mnt / ".mtkfs" / "stats.json").read_text())
+        user = stats["cache"]["per_region"]["user"]
+        assert user["transport_bytes"] >= 16 * MiB and user["transport_reads"] >= 1
+        assert stats["cache"]["cached_bytes"] <= stats["cache"]["max_bytes"]
+        assert stats["disk_cache"] is None
 
 
 # -- damaged tables and truncated images ----------------------------------------------------------

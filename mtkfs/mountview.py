@@ -1,0 +1,132 @@
+"""What a mount shows: the inode tree, and the JSON files that describe the mount.
+
+Kept out of ``daemon.py`` (which only orchestrates the lifecycle) so that the layout — which
+files exist, what ``status.json`` and ``stats.json`` say — is one readable place.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from mtkfs import __version__
+from mtkfs.cache import ChunkCache
+from mtkfs.fuse.tree import ROOT_INODE, Tree
+from mtkfs.generated import Generated, Live, Static
+from mtkfs.maps.model import PartitionMap, Region
+from mtkfs.maps.report import map_report
+from mtkfs.romfiles import PRELOADER_BIN, ChecksumFile, ScatterFile, preloader_image
+from mtkfs.transports.base import Transport
+from mtkfs.volume import Volume
+
+
+def json_bytes(data: Mapping[str, Any]) -> bytes:
+    """Pretty JSON with a trailing newline (these files are read by people too)."""
+    return (json.dumps(data, indent=2) + "\n").encode()
+
+
+async def rom_files(
+    pmap: PartitionMap, regions: Mapping[str, Region], cache: ChunkCache
+) -> dict[str, Generated | Volume]:
+    """``scatter.txt``, ``Checksum.ini`` and ``preloader.bin`` for eMMC/UFS maps (SP Flash
+    Tool has no use for them on a NOR/NAND MTD map or with ``--no-map``)."""
+    if not any(p.region != "flash" for p in pmap.partitions):
+        return {}
+    preloader_bin = await preloader_image(pmap, cache)
+    files: dict[str, Generated | Volume] = {
+        "scatter.txt": ScatterFile(pmap, regions, cache),
+        "Checksum.ini": ChecksumFile(pmap, regions, cache, preloader_bin),
+    }
+    if preloader_bin is not None:
+        files[PRELOADER_BIN] = preloader_bin
+    return files
+
+
+class MountView:
+    """The files of one mount over ``transport`` with map ``pmap``."""
+
+    def __init__(
+        self,
+        mountpoint: Path,
+        log_file: Path | None,
+        transport: Transport,
+        cache: ChunkCache,
+        pmap: PartitionMap,
+    ) -> None:
+        self.mountpoint = mountpoint
+        self.log_file = log_file
+        self.transport = transport
+        self.cache = cache
+        self.pmap = pmap
+        self.report = map_report(transport.description, transport.regions.values(), pmap)
+        self.started_s = time.time()
+
+    async def build_tree(self) -> Tree:
+        """Partition files, ``regions/``, SP Flash Tool files, ``.mtkfs/``."""
+        tree = Tree()
+        for part in self.pmap.partitions:
+            if part.exposed and part.size_bytes > 0:
+                volume = Volume(part.name, part.region, part.offset_bytes, part.size_bytes)
+                tree.add_volume(ROOT_INODE, f"{part.name}.img", volume)
+        regions_dir = tree.add_dir(ROOT_INODE, "regions")
+        for region in self.transport.regions.values():
+            volume = Volume(region.name, region.name, 0, region.size_bytes)
+            tree.add_volume(regions_dir.inode, f"{region.name}.img", volume)
+        for name, content in (
+            await rom_files(self.pmap, self.transport.regions, self.cache)
+        ).items():
+            if isinstance(content, Volume):
+                tree.add_volume(ROOT_INODE, name, content)
+            else:
+                tree.add_control(ROOT_INODE, name, content)
+        control = tree.add_dir(ROOT_INODE, ".mtkfs")
+        tree.add_control(control.inode, "map.json", Static(json_bytes(self.report)))
+        tree.add_control(control.inode, "status.json", Live(lambda: json_bytes(self.status())))
+        tree.add_control(control.inode, "stats.json", Live(lambda: json_bytes(self.stats())))
+        return tree
+
+    def status(self) -> dict[str, Any]:
+        """``.mtkfs/status.json``: what this mount is and whether it is healthy."""
+        totals = self.cache.stats.total()
+        return {
+            "version": __version__,
+            "pid": os.getpid(),
+            "state": "mounted",
+            "read_only": True,
+            "source": self.transport.description,
+            "mountpoint": str(self.mountpoint),
+            "started": self.started_s,
+            "partitions": sum(1 for p in self.pmap.partitions if p.exposed),
+            "log": str(self.log_file) if self.log_file else None,
+            "cache": {
+                "chunk_bytes": self.cache.chunk_bytes,
+                "max_bytes": self.cache.max_bytes,
+                "cached_bytes": self.cache.cached_bytes,
+                "hits": totals.hits,
+                "misses": totals.misses,
+                "transport_reads": totals.transport_reads,
+                "transport_bytes": totals.transport_bytes,
+            },
+            "warnings": self.report["warnings"]
+            + [f"{p['name']}: {w}" for p in self.report["partitions"] for w in p["warnings"]],
+        }
+
+    def stats(self) -> dict[str, Any]:
+        """``.mtkfs/stats.json``: counters of the cache, the disk cache and the transport."""
+        disk = self.cache.disk
+        return {
+            "cache": {
+                "chunk_bytes": self.cache.chunk_bytes,
+                "max_bytes": self.cache.max_bytes,
+                "cached_bytes": self.cache.cached_bytes,
+                **self.cache.stats.as_dict(),
+            },
+            "disk_cache": None
+            if disk is None
+            else {"directory": str(disk.directory), **vars(disk.stats)},
+            "transport": self.transport.stats(),
+        }
