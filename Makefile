@@ -12,6 +12,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 VENV_STAMP := $(VENV)/.installed.stamp
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
 # System packages: FUSE (runtime + headers, pyfuse3 builds against libfuse3), a compiler, Python
 # headers and venv, and the tools the test images are built and checked with.
@@ -21,12 +22,13 @@ APT_PACKAGES := fuse3 libfuse3-dev pkg-config gcc python3-venv python3-dev \
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 APT_GET := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get
 
-.PHONY: help deps venv lint test demo demo-clean clean
+.PHONY: help deps venv lint test bench demo demo-clean clean
 
 help:
 	@echo "make demo        build a sample P-70A readback, mount it at ./mnt, loop-mount system.img"
 	@echo "make demo-clean  unmount what the demo mounted and remove ./demo-data"
 	@echo "make test        deps + venv + lint + the whole test suite"
+	@echo "make bench       benchmarks through real mounts (root, ~2 min): prints a table"
 	@echo "make deps        apt-get install the missing system packages (sudo when not root)"
 	@echo "make venv        $(VENV) with mtkfs installed editable, with test tools"
 	@echo "make lint        ruff check, ruff format --check, mypy"
@@ -67,6 +69,11 @@ test: deps venv lint
 	@rc=0; $(BIN)/pytest $(PYTEST_ARGS) || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; \
 	exit $$rc
+
+# Benchmarks are not tests (pytest collects only tests/): they print numbers, they do not judge.
+# BENCH_ARGS, e.g. "--only 2 --json bench.json".
+bench: deps venv
+	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
 
 demo: deps venv
 	scripts/demo.sh
