@@ -125,6 +125,7 @@ class ChunkCache:
         max_bytes: int,
         max_request_bytes: int | None = None,
         readahead_max_bytes: int = 0,
+        readahead_min_stream_bytes: int | None = None,
         disk: DiskCache | None = None,
         trust_disk: bool = False,
     ) -> None:
@@ -150,6 +151,10 @@ class ChunkCache:
             # Never prefetch more than a quarter of the memory budget ahead of a reader.
             max_bytes=min(readahead_max_bytes, max_bytes // 4),
             tolerance_bytes=2 * max(chunk_bytes, 1 << 20),
+            # Only a stream that has read this much gets readahead (see mtkfs.readahead).
+            min_stream_bytes=max(4 * chunk_bytes, 8 << 20)
+            if readahead_min_stream_bytes is None
+            else readahead_min_stream_bytes,
         )
         self._readahead = readahead_max_bytes >= chunk_bytes
         self._nursery: trio.Nursery | None = None
@@ -277,6 +282,7 @@ class ChunkCache:
     ) -> dict[int, bytes]:
         offset = first * self.chunk_bytes
         size = min((last - first + 1) * self.chunk_bytes, self._region_size(region) - offset)
+        log.debug("fetch %s %#x+%#x%s", region, offset, size, " (readahead)" if prefetch else "")
         data = await self.transport.read(region, offset, size)
         stats = self.stats.of(region)
         stats.transport_reads += 1

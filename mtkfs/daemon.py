@@ -231,16 +231,14 @@ _FUSE_MAX_REQUEST_KB = 1024
 
 
 def _tune_kernel_readahead(mountpoint: Path, transport: Transport) -> None:
-    """Let the kernel send big reads: raise the mount's readahead from 128 KiB.
+    """Set the mount's kernel readahead (its ``read_ahead_kb``) to what suits the transport.
 
-    The kernel sizes FUSE read requests by the mount's readahead window (``read_ahead_kb`` of
-    its backing device info), and per-request overhead dominates a Python daemon: 1 MiB
-    requests read an image about twice as fast as 128 KiB ones. On slow links a request should
-    not be bigger than what the transport fetches in one command (a 1 MiB request over a
-    115200-baud console would take minutes before its first byte arrives). Needs root;
-    without it the kernel default stays.
+    The kernel sizes FUSE read requests by the mount's readahead window (default 128 KiB).
+    For a local image per-request overhead dominates a Python daemon, and 1 MiB requests read
+    about twice as fast; over a link, a kernel window larger than a chunk only fetches bytes past
+    the end of small files. Needs root; without it the kernel default stays.
     """
-    target_kb = max(4, min(_FUSE_MAX_REQUEST_KB, transport.max_request_bytes // 1024))
+    target_kb = max(4, min(_FUSE_MAX_REQUEST_KB, transport.kernel_readahead_bytes // 1024))
     entry = mount_entry(mountpoint)
     if entry is None:
         return

@@ -8,12 +8,16 @@ Policy (Linux's on-demand readahead, simplified, measured in bytes of a region):
 * A *stream* is a run of reads that each start where the previous one ended, give or take
   ``tolerance_bytes``: the kernel issues its readahead requests asynchronously, so consecutive
   requests of one reader can arrive slightly out of order.
-* The first read of a stream prefetches nothing: a lone random read (ext4 metadata under a loop
-  mount) must not drag in megabytes. From the second sequential read on, the window starts at
-  ``initial_bytes`` and doubles on every further sequential read up to ``max_bytes``.
-* The planner keeps the stream's prefetched end at least one window ahead of the reader and
-  refills in steps of at least half a window, so the link always has a big command queued
-  (per-command latency amortised) while the reader consumes the previous one.
+* Nothing is prefetched until a stream has consumed ``min_stream_bytes`` — bytes actually read,
+  not the span it covers: ext4 metadata read through a loop mount comes in short bursts with
+  gaps (bitmaps, inode tables) that must not drag in megabytes, and a small file read whole
+  should cost its own size, not a window more.
+* The window is proportional to what the stream has consumed — never more than it has read so
+  far, between ``initial_bytes`` and ``max_bytes``. So a 3 MiB file read sequentially costs at
+  most about 3 MiB of overshoot, while a multi-GB copy quickly runs with the largest window.
+* The planner keeps the stream's prefetched end ahead of the reader and refills only when less
+  than half a window is left, in one step up to a full window: few, big commands, and the link
+  always has the next one queued while the reader consumes the previous one.
 * Prefetch never crosses ``limit_bytes`` — the end of the partition being read (or the region).
 """
 
@@ -29,9 +33,8 @@ MAX_STREAMS = 16
 class _Stream:
     region: str
     next_bytes: int
-    window_bytes: int
     ahead_end_bytes: int
-    sequential_reads: int = 0
+    consumed_bytes: int
 
 
 @dataclass(frozen=True)
@@ -46,10 +49,18 @@ class Prefetch:
 class ReadaheadPlanner:
     """Tracks streams and plans prefetches. See the module docstring for the policy."""
 
-    def __init__(self, *, initial_bytes: int, max_bytes: int, tolerance_bytes: int) -> None:
+    def __init__(
+        self,
+        *,
+        initial_bytes: int,
+        max_bytes: int,
+        tolerance_bytes: int,
+        min_stream_bytes: int = 0,
+    ) -> None:
         self.initial_bytes = initial_bytes
         self.max_bytes = max(max_bytes, initial_bytes)
         self.tolerance_bytes = tolerance_bytes
+        self.min_stream_bytes = min_stream_bytes
         self._streams: list[_Stream] = []
 
     def observe(
@@ -58,21 +69,23 @@ class ReadaheadPlanner:
         """A read of ``[offset, end)`` was served; what to prefetch (None when nothing)."""
         stream = self._find(region, offset_bytes)
         if stream is None:
-            stream = _Stream(region, end_bytes, self.initial_bytes, end_bytes)
+            stream = _Stream(region, end_bytes, end_bytes, end_bytes - offset_bytes)
             self._streams.insert(0, stream)
             del self._streams[MAX_STREAMS:]
             return None
         self._streams.remove(stream)
         self._streams.insert(0, stream)
-        stream.sequential_reads += 1
-        if stream.sequential_reads > 1:
-            stream.window_bytes = min(stream.window_bytes * 2, self.max_bytes)
+        # Count bytes actually read, not the span: metadata reads with gaps between them
+        # (ext4 bitmaps, inode tables) are not a stream worth fetching ahead of.
+        stream.consumed_bytes += max(0, end_bytes - max(offset_bytes, stream.next_bytes))
         stream.next_bytes = max(stream.next_bytes, end_bytes)
-        reader_bytes = stream.next_bytes
-        ahead = max(stream.ahead_end_bytes, reader_bytes)
-        target = min(reader_bytes + stream.window_bytes, limit_bytes)
-        step = max(stream.window_bytes // 2, 1)
-        if target <= ahead or (target - ahead < step and target < limit_bytes):
+        if stream.consumed_bytes < max(self.min_stream_bytes, 1):
+            return None
+        window = min(max(stream.consumed_bytes, self.initial_bytes), self.max_bytes)
+        reader = stream.next_bytes
+        ahead = max(stream.ahead_end_bytes, reader)
+        target = min(reader + window, limit_bytes)
+        if ahead - reader > window // 2 or target <= ahead:
             return None
         stream.ahead_end_bytes = target
         return Prefetch(region, ahead, target)

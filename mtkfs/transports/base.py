@@ -26,6 +26,9 @@ class Transport(abc.ABC):
             readahead are split into commands of at most this size).
         readahead_max_bytes: how far ahead of a sequential reader to fetch, at most; 0 = never.
         has_checksum: :meth:`checksum` works (the persistent cache can revalidate chunks).
+        kernel_readahead_bytes: the largest read the kernel should send the mount at once: big
+            where per-request overhead dominates (a local image), about one chunk where the
+            link is the limit (a kernel readahead past the end of a small file costs link time).
         mtime_s: a timestamp to show as the partition files' mtime.
         writable: whether :meth:`write` may be called at all.
     """
@@ -38,6 +41,7 @@ class Transport(abc.ABC):
     max_request_bytes: int = 8 << 20
     readahead_max_bytes: int = 8 << 20
     has_checksum: bool = False
+    kernel_readahead_bytes: int = 128 << 10
     writable: bool = False
 
     @abc.abstractmethod

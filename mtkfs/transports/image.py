@@ -114,6 +114,7 @@ class ImageTransport(Transport):
         # A local file: big commands are cheap, and prefetching keeps a second core busy.
         self.max_request_bytes = 8 * IMAGE_CHUNK_BYTES
         self.readahead_max_bytes = 16 * IMAGE_CHUNK_BYTES
+        self.kernel_readahead_bytes = IMAGE_CHUNK_BYTES
         self.mtime_s = max(os.fstat(fd).st_mtime for fd in self._fds.values())
         self._limiter = trio.CapacityLimiter(_MAX_THREADS)
 

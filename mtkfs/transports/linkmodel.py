@@ -70,7 +70,8 @@ _UBOOT_BYTES_PER_S = 11520 / 4.1
 
 #: Named links, as users and benchmarks think of them.
 PRESETS: dict[str, LinkSpec] = {
-    "usb2": LinkSpec(latency_s=1e-3, bandwidth_bytes_per_s=40e6),
+    # A USB 2.0 Download Agent or adb link; 256 KiB is the unit such transports read in.
+    "usb2": LinkSpec(latency_s=1e-3, bandwidth_bytes_per_s=40e6, chunk_bytes=256 * 1024),
     "uboot": LinkSpec(latency_s=30e-3, bandwidth_bytes_per_s=_UBOOT_BYTES_PER_S, chunk_bytes=16384),
     "local": LinkSpec(latency_s=0.0, bandwidth_bytes_per_s=math.inf),
 }
@@ -175,7 +176,7 @@ _CHECKSUM_REPLY_BYTES = 16
 #: Link time one command may hold the pipe: a random reader queued behind it waits that long.
 _COMMAND_BUDGET_S = 0.25
 #: Link time readahead may bet on a reader staying sequential (bytes it may fetch in vain).
-_READAHEAD_BUDGET_S = 0.1
+_READAHEAD_BUDGET_S = 0.5
 
 
 def _whole_chunks(spec: LinkSpec, budget_s: float, chunk_bytes: int, cap_bytes: int) -> int:
@@ -211,6 +212,8 @@ class LinkModelTransport(Transport):
             spec, _READAHEAD_BUDGET_S, self.chunk_bytes, inner.readahead_max_bytes
         )
         self.has_checksum = spec.checksum
+        # The link, not per-request overhead, is the limit: kernel reads of one chunk.
+        self.kernel_readahead_bytes = self.chunk_bytes
         # Writes are not modelled (yet): a link model never claims it can write.
         self.writable = False
         self.commands = 0

@@ -24,8 +24,8 @@ KiB = 1 << 10
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("usb2", LinkSpec(1e-3, 40e6)),
-        ("USB2", LinkSpec(1e-3, 40e6)),
+        ("usb2", LinkSpec(1e-3, 40e6, chunk_bytes=256 * KiB)),
+        ("USB2", LinkSpec(1e-3, 40e6, chunk_bytes=256 * KiB)),
         ("uboot", LinkSpec(30e-3, 11520 / 4.1, chunk_bytes=16 * KiB)),
         ("local", LinkSpec(0.0, math.inf)),
         ("latency=1ms,bandwidth=40MB/s", LinkSpec(1e-3, 40e6)),
@@ -35,7 +35,10 @@ KiB = 1 << 10
         ("latency=2s,bandwidth=10KB/s,chunk=4096", LinkSpec(2.0, 10e3, 4096)),
         ("latency=1ms,bandwidth=1MiB/s,checksum=off", LinkSpec(1e-3, 1 << 20, checksum=False)),
         ("uboot,latency=50ms", LinkSpec(50e-3, 11520 / 4.1, chunk_bytes=16 * KiB)),
-        ("usb2,checksum-latency=5ms", LinkSpec(1e-3, 40e6, checksum_latency_s=5e-3)),
+        (
+            "usb2,checksum-latency=5ms",
+            LinkSpec(1e-3, 40e6, chunk_bytes=256 * KiB, checksum_latency_s=5e-3),
+        ),
     ],
 )
 def test_parse_link_spec(text: str, expected: LinkSpec) -> None:
@@ -192,7 +195,9 @@ async def test_wrapper_shows_the_inner_device(image: ImageTransport) -> None:
     assert link.mtime_s == image.mtime_s
     assert link.description.startswith("link model (30 ms, 2.81 KB/s, chunk 16 KiB) over image ")
     assert link.chunk_bytes == 16 * KiB
-    assert LinkModelTransport(image, parse_link_spec("usb2")).chunk_bytes == image.chunk_bytes
+    assert LinkModelTransport(image, parse_link_spec("usb2")).chunk_bytes == 256 * KiB
+    spec = parse_link_spec("latency=1ms,bandwidth=40MB/s")
+    assert LinkModelTransport(image, spec).chunk_bytes == image.chunk_bytes
     assert not link.writable
     assert (
         "link_bandwidth_bytes_per_s" not in LinkModelTransport(image, LinkSpec(0, math.inf)).stats()

@@ -84,6 +84,7 @@ async def test_cache_prefetches_in_the_background(autojump_clock: trio.testing.M
         max_bytes=1 << 20,
         max_request_bytes=32768,
         readahead_max_bytes=32768,
+        readahead_min_stream_bytes=16384,
     )
     async with trio.open_nursery() as nursery:
         cache.start(nursery)
@@ -102,7 +103,11 @@ async def test_readahead_stops_at_partition_and_region_end(
 ) -> None:
     transport = CountingTransport(DATA, delay_s=0.001)
     cache = ChunkCache(
-        transport, chunk_bytes=4096, max_bytes=1 << 20, readahead_max_bytes=64 * 1024
+        transport,
+        chunk_bytes=4096,
+        max_bytes=1 << 20,
+        readahead_max_bytes=64 * 1024,
+        readahead_min_stream_bytes=8192,
     )
     partition_end = 8 * 4096
     async with trio.open_nursery() as nursery:
@@ -131,7 +136,13 @@ def test_eviction_never_exceeds_the_byte_budget(
     async def main() -> None:
         transport = CountingTransport(DATA)
         budget = budget_chunks * 4096 + random.randint(0, 4095)
-        cache = ChunkCache(transport, chunk_bytes=4096, max_bytes=budget, readahead_max_bytes=16384)
+        cache = ChunkCache(
+            transport,
+            chunk_bytes=4096,
+            max_bytes=budget,
+            readahead_max_bytes=16384,
+            readahead_min_stream_bytes=8192,
+        )
         async with trio.open_nursery() as nursery:
             cache.start(nursery)
             for offset, size in reads:
