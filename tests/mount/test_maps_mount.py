@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from helpers import fuse_available
 from mounting import mounted, mtkfs
+from seeds import SEED_000_DUMCHAR, SEED_003_BOOTLOG
 
 from mtkfs.maps.model import Region
 from mtkfs.maps.scatter import parse_scatter
@@ -24,36 +25,6 @@ pytestmark = [
 ]
 
 MiB = 1 << 20
-
-#: Seed 000's /proc/dumchar_info, verbatim (Lenovo S650, MT6582).
-SEED_000_DUMCHAR = """Part_Name Size StartAddr Type MapTo
-preloader    0x0000000001400000   0x0000000000000000   2   /dev/misc-sd
-mbr          0x0000000000080000   0x0000000000000000   2   /dev/block/mmcblk0
-ebr1         0x0000000000080000   0x0000000000080000   2   /dev/block/mmcblk0p1
-pro_info     0x0000000000300000   0x0000000000100000   2   /dev/block/mmcblk0
-nvram        0x0000000000500000   0x0000000000400000   2   /dev/block/mmcblk0
-protect_f    0x0000000000a00000   0x0000000000900000   2   /dev/block/mmcblk0p2
-protect_s    0x0000000000a00000   0x0000000001300000   2   /dev/block/mmcblk0p3
-seccfg       0x0000000000020000   0x0000000001d00000   2   /dev/block/mmcblk0
-uboot        0x0000000000060000   0x0000000001d20000   2   /dev/block/mmcblk0
-bootimg      0x0000000000600000   0x0000000001d80000   2   /dev/block/mmcblk0
-recovery     0x0000000000c00000   0x0000000002380000   2   /dev/block/mmcblk0
-sec_ro       0x0000000000600000   0x0000000002f80000   2   /dev/block/mmcblk0p4
-misc         0x0000000000080000   0x0000000003580000   2   /dev/block/mmcblk0
-logo         0x0000000000300000   0x0000000003600000   2   /dev/block/mmcblk0
-ebr2         0x0000000000080000   0x0000000003900000   2   /dev/block/mmcblk0
-expdb        0x0000000000a00000   0x0000000003980000   2   /dev/block/mmcblk0
-android      0x0000000040000000   0x0000000004380000   2   /dev/block/mmcblk0p5
-cache        0x0000000008000000   0x0000000044380000   2   /dev/block/mmcblk0p6
-usrdata      0x00000000c0000000   0x000000004c380000   2   /dev/block/mmcblk0p7
-fat          0x00000000c37a0000   0x000000010c380000   2   /dev/block/mmcblk0p8
-bmtpool      0x0000000001500000   0x00000000febf00a8   2   /dev/block/mmcblk0
-Part_Name:Partition name you should open;
-Size:size of partition
-StartAddr:Start Address of partition;
-Type:Type of partition(MTD=1,EMMC=2)
-MapTo:actual device you operate
-"""
 
 #: Seed 000's own backup commands: dd if=/dev/block/mmcblk0 of=NAME.img bs=1024 count=C skip=S,
 #: as (skip, count) in KiB.
@@ -81,16 +52,6 @@ SEED_000_DD = {
     # 4394496 KiB); its bmtpool line says skip=4173760.1640625. mtkfs computes both itself.
 }
 
-#: Seed 003's boot log lines (a camera's 16 MiB NOR flash), verbatim.
-SEED_003_BOOTLOG = """\
-Creating 6 MTD partitions on "NOR_FLASH":
-0x000000000000-0x000000050000 : "BOOT"
-0x000000050000-0x0000001d0000 : "KERNEL"
-0x0000001d0000-0x0000003b0000 : "ROOTFS"
-0x0000003b0000-0x000000fe0000 : "HOME"
-0x000000fe0000-0x000000ff0000 : "vd1"
-0x000000ff0000-0x000001000000 : "conf"
-"""
 SEED_003_RANGES = {
     "BOOT": (0x0, 0x50000),
     "KERNEL": (0x50000, 0x180000),

@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from seeds import SEED_003_BOOTLOG
 
 from mtkfs.errors import CorruptMapError, MapError, NoMapError
 from mtkfs.maps.model import PartitionMap, Region
@@ -26,15 +27,7 @@ MIB = 1024 * KIB
 FLASH = {"flash": Region("flash", 16 * MIB)}
 
 # Seed 003: the boot log of a camera (16 MiB SPI NOR), verbatim.
-CAMERA_BOOTLOG = """\
-Creating 6 MTD partitions on "NOR_FLASH":
-0x000000000000-0x000000050000 : "BOOT"
-0x000000050000-0x0000001d0000 : "KERNEL"
-0x0000001d0000-0x0000003b0000 : "ROOTFS"
-0x0000003b0000-0x000000fe0000 : "HOME"
-0x000000fe0000-0x000000ff0000 : "vd1"
-0x000000ff0000-0x000001000000 : "conf"
-"""
+CAMERA_BOOTLOG = SEED_003_BOOTLOG
 # The same layout as /proc/mtd would print it (64 KiB erase blocks, as mkfs.jffs2 -e 0x10000).
 CAMERA_PROC_MTD = """\
 dev:    size   erasesize  name
