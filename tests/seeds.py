@@ -2,7 +2,8 @@
 
 One copy each: a fixture that drifted from the field report it claims to reproduce would make
 the tests prove the wrong thing. Sources: ../shared/seeds/000_*.txt (a Lenovo S650's
-``/proc/dumchar_info``) and 003_*.txt (a camera's boot-log MTD lines, 16 MiB NOR flash).
+``/proc/dumchar_info`` and dd commands), 003_*.txt (a camera's boot-log MTD lines, 16 MiB NOR
+flash) and 004_*.txt (a one-row scatter).
 """
 
 from __future__ import annotations
@@ -47,4 +48,52 @@ Creating 6 MTD partitions on "NOR_FLASH":
 0x0000003b0000-0x000000fe0000 : "HOME"
 0x000000fe0000-0x000000ff0000 : "vd1"
 0x000000ff0000-0x000001000000 : "conf"
+"""
+
+#: Seed 000's own backup commands, ``dd if=/dev/block/mmcblk0 of=NAME.img bs=1024 count=C
+#: skip=S``, as name → (skip, count) in KiB. usrdata is the seed's gzip-piped line. The seed's
+#: commented-out fat line says skip=200192 — an arithmetic slip (0x10c380000 is 4394496 KiB) —
+#: and its bmtpool line skip=4173760.1640625; mtkfs computes both itself, so they are left out.
+SEED_000_DD = {
+    "mbr": (0, 512),
+    "ebr1": (512, 512),
+    "pro_info": (1024, 3072),
+    "nvram": (4096, 5120),
+    "protect_f": (9216, 10240),
+    "protect_s": (19456, 10240),
+    "seccfg": (29696, 128),
+    "uboot": (29824, 384),
+    "bootimg": (30208, 6144),
+    "recovery": (36352, 12288),
+    "sec_ro": (48640, 6144),
+    "misc": (54784, 512),
+    "logo": (55296, 3072),
+    "ebr2": (58368, 512),
+    "expdb": (58880, 10240),
+    "android": (69120, 1048576),
+    "cache": (1117696, 131072),
+    "usrdata": (1248768, 3145728),
+}
+
+#: Seed 004: one scatter row is enough to read back (or flash) recovery.
+SEED_004_RECOVERY_ONLY = """\
+- general: MTK_PLATFORM_CFG
+  info:
+    - config_version: V1.1.2
+      platform: MT6757
+      storage: EMMC
+- partition_index: SYS8
+  partition_name: recovery
+  file_name: recovery.img
+  is_download: true
+  type: NORMAL_ROM
+  linear_start_addr: 0x8000
+  physical_start_addr: 0x8000
+  partition_size: 0x1000000
+  region: EMMC_USER
+  storage: HW_STORAGE_EMMC
+  boundary_check: true
+  is_reserved: false
+  operation_type: UPDATE
+  reserve: 0x00
 """

@@ -54,7 +54,6 @@ __all__ = [
     "P70A_USER_BYTES",
     "S650_BOOT_BYTES",
     "S650_BUILD_PROP",
-    "S650_DUMCHAR_INFO",
     "S650_DUMCHAR_NAMES",
     "S650_USER_BYTES",
     "SECTOR_BYTES",
@@ -323,37 +322,6 @@ S650_DUMCHAR_NAMES: dict[str, str] = {
     "p7": "usrdata",
     "p8": "fat",
 }
-
-#: The seed's ``/proc/dumchar_info`` (for ``--map`` tests against the S650 image).
-S650_DUMCHAR_INFO = """\
-Part_Name\tSize\tStartAddr\tType\tMapTo
-preloader    0x0000000001400000   0x0000000000000000   2   /dev/misc-sd
-mbr          0x0000000000080000   0x0000000000000000   2   /dev/block/mmcblk0
-ebr1         0x0000000000080000   0x0000000000080000   2   /dev/block/mmcblk0p1
-pro_info     0x0000000000300000   0x0000000000100000   2   /dev/block/mmcblk0
-nvram        0x0000000000500000   0x0000000000400000   2   /dev/block/mmcblk0
-protect_f    0x0000000000a00000   0x0000000000900000   2   /dev/block/mmcblk0p2
-protect_s    0x0000000000a00000   0x0000000001300000   2   /dev/block/mmcblk0p3
-seccfg       0x0000000000020000   0x0000000001d00000   2   /dev/block/mmcblk0
-uboot        0x0000000000060000   0x0000000001d20000   2   /dev/block/mmcblk0
-bootimg      0x0000000000600000   0x0000000001d80000   2   /dev/block/mmcblk0
-recovery     0x0000000000c00000   0x0000000002380000   2   /dev/block/mmcblk0
-sec_ro       0x0000000000600000   0x0000000002f80000   2   /dev/block/mmcblk0p4
-misc         0x0000000000080000   0x0000000003580000   2   /dev/block/mmcblk0
-logo         0x0000000000300000   0x0000000003600000   2   /dev/block/mmcblk0
-ebr2         0x0000000000080000   0x0000000003900000   2   /dev/block/mmcblk0
-expdb        0x0000000000a00000   0x0000000003980000   2   /dev/block/mmcblk0
-android      0x0000000040000000   0x0000000004380000   2   /dev/block/mmcblk0p5
-cache        0x0000000008000000   0x0000000044380000   2   /dev/block/mmcblk0p6
-usrdata      0x00000000c0000000   0x000000004c380000   2   /dev/block/mmcblk0p7
-fat          0x00000000c37a0000   0x000000010c380000   2   /dev/block/mmcblk0p8
-bmtpool      0x0000000001500000   0x00000000febf00a8   2   /dev/block/mmcblk0
-Part_Name:Partition name you should open;
-Size:size of partition
-StartAddr:Start Address of partition;
-Type:Type of partition(MTD=1,EMMC=2)
-MapTo:actual device you operate
-"""
 
 #: ``/system/build.prop`` of the S650 image (``android`` = p5; invented ids).
 S650_BUILD_PROP = """\

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from helpers import fuse_available
 from mounting import mounted, mtkfs
-from seeds import SEED_000_DUMCHAR, SEED_003_BOOTLOG
+from seeds import SEED_000_DD, SEED_000_DUMCHAR, SEED_003_BOOTLOG, SEED_004_RECOVERY_ONLY
 
 from mtkfs.maps.model import Region
 from mtkfs.maps.scatter import parse_scatter
@@ -25,32 +25,6 @@ pytestmark = [
 ]
 
 MiB = 1 << 20
-
-#: Seed 000's own backup commands: dd if=/dev/block/mmcblk0 of=NAME.img bs=1024 count=C skip=S,
-#: as (skip, count) in KiB.
-SEED_000_DD = {
-    "mbr": (0, 512),
-    "ebr1": (512, 512),
-    "pro_info": (1024, 3072),
-    "nvram": (4096, 5120),
-    "protect_f": (9216, 10240),
-    "protect_s": (19456, 10240),
-    "seccfg": (29696, 128),
-    "uboot": (29824, 384),
-    "bootimg": (30208, 6144),
-    "recovery": (36352, 12288),
-    "sec_ro": (48640, 6144),
-    "misc": (54784, 512),
-    "logo": (55296, 3072),
-    "ebr2": (58368, 512),
-    "expdb": (58880, 10240),
-    "android": (69120, 1048576),
-    "cache": (1117696, 131072),
-    # The seed pipes this one through gzip: dd ... bs=1024 count=3145728 skip=1248768 | gzip
-    "usrdata": (1248768, 3145728),
-    # The seed's commented-out fat line says skip=200192, an arithmetic slip (0x10c380000 is
-    # 4394496 KiB); its bmtpool line says skip=4173760.1640625. mtkfs computes both itself.
-}
 
 SEED_003_RANGES = {
     "BOOT": (0x0, 0x50000),
@@ -237,35 +211,12 @@ def test_seed_001_scatter_from_the_p70a_gpt(p70a: Layout, tmp_path: Path) -> Non
 # -- seed 004: one scatter row is enough --------------------------------------------------------
 
 
-SEED_004_SCATTER = """\
-- general: MTK_PLATFORM_CFG
-  info:
-    - config_version: V1.1.2
-      platform: MT6757
-      storage: EMMC
-- partition_index: SYS8
-  partition_name: recovery
-  file_name: recovery.img
-  is_download: true
-  type: NORMAL_ROM
-  linear_start_addr: 0x8000
-  physical_start_addr: 0x8000
-  partition_size: 0x1000000
-  region: EMMC_USER
-  storage: HW_STORAGE_EMMC
-  boundary_check: true
-  is_reserved: false
-  operation_type: UPDATE
-  reserve: 0x00
-"""
-
-
 def test_seed_004_recovery_from_a_one_row_scatter(tmp_path: Path) -> None:
     image = tmp_path / "User"
     data = pseudo_random("seed-004-user", 32 * MiB)
     image.write_bytes(data)
     scatter = tmp_path / "scatter.txt"
-    scatter.write_text(SEED_004_SCATTER)
+    scatter.write_text(SEED_004_RECOVERY_ONLY)
     report = ls_json(image, "--map", scatter)
     assert [(p["name"], p["offset"], p["size"]) for p in report["partitions"]] == [
         ("recovery", 0x8000, 0x1000000)
@@ -290,7 +241,7 @@ def test_map_file_disagreeing_with_the_gpt_is_a_warning(tmp_path: Path) -> None:
     small_gpt(image)
     scatter = tmp_path / "scatter.txt"
     scatter.write_text(
-        SEED_004_SCATTER.replace("recovery", "system")
+        SEED_004_RECOVERY_ONLY.replace("recovery", "system")
         .replace("0x8000\n", "0x800000\n")
         .replace("0x1000000", "0x400000")
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from map_checks import assert_sane_map
 
 from mtkfs.errors import MapError, NoMapError
 from mtkfs.maps.combine import canonical, cross_check, merge
@@ -82,9 +83,7 @@ def test_any_bytes_give_a_map_or_a_map_error(data: bytes) -> None:
         _, pmap = parse_map_bytes(data, REGIONS)
     except MapError:
         return
-    for part in pmap.partitions:
-        if part.exposed:
-            assert part.end_bytes <= REGIONS[part.region].size_bytes
+    assert_sane_map(pmap, REGIONS)
 
 
 def part(name: str, offset: int, size: int, **kw: object) -> Partition:

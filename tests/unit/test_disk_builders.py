@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from seeds import SEED_000_DUMCHAR
 
 from mtkfs.testing import disk
 from mtkfs.testing.disk import Layout, build_p70a, build_s650, find_tool
@@ -302,7 +303,7 @@ def test_s650_fat_size_arithmetic(s650: Layout) -> None:
 def test_s650_dumchar_rows_agree_with_the_layout(s650: Layout) -> None:
     rows = re.findall(
         r"^(\S+)\s+0x([0-9a-f]+)\s+0x([0-9a-f]+)\s+2\s+/dev/block/mmcblk0p(\d+)$",
-        disk.S650_DUMCHAR_INFO,
+        SEED_000_DUMCHAR,
         re.M,
     )
     by_number = {f"p{n}": (name, int(size, 16), int(start, 16)) for name, size, start, n in rows}

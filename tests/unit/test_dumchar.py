@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Mapping
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from seeds import SEED_000_DUMCHAR
+from map_checks import assert_sane_map
+from seeds import SEED_000_DD, SEED_000_DUMCHAR
 
 from mtkfs.errors import MapError, NoMapError
 from mtkfs.maps.dumchar import looks_like_dumchar, parse_dumchar
-from mtkfs.maps.model import PartitionMap, Region
+from mtkfs.maps.model import Region
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -24,27 +24,6 @@ S650_USER_BYTES = 7597184 * KIB
 S650_REGIONS = {
     "user": Region("user", S650_USER_BYTES),
     "boot1": Region("boot1", 0x200000),  # mmcblk0boot0: 2048 blocks
-}
-#: The seed's own dd lines (bs=1024): name → (skip, count) in KiB.
-S650_DD = {
-    "mbr": (0, 512),
-    "ebr1": (512, 512),
-    "pro_info": (1024, 3072),
-    "nvram": (4096, 5120),
-    "protect_f": (9216, 10240),
-    "protect_s": (19456, 10240),
-    "seccfg": (29696, 128),
-    "uboot": (29824, 384),
-    "bootimg": (30208, 6144),
-    "recovery": (36352, 12288),
-    "sec_ro": (48640, 6144),
-    "misc": (54784, 512),
-    "logo": (55296, 3072),
-    "ebr2": (58368, 512),
-    "expdb": (58880, 10240),
-    "android": (69120, 1048576),
-    "cache": (1117696, 131072),
-    "usrdata": (1248768, 3145728),
 }
 
 # formats.md §1.5: synthesised MT6582 table; bmtpool has size 0 and the mangled marker.
@@ -131,7 +110,7 @@ def test_s650_every_row_matches_the_owners_dd_lines() -> None:
     assert pmap.origin == "dumchar_info (21 rows)"
     assert [p.name for p in pmap.partitions][:3] == ["preloader", "mbr", "ebr1"]
     assert all(p.exposed and p.origin == "dumchar" for p in pmap.partitions)
-    for name, (skip_kib, count_kib) in S650_DD.items():
+    for name, (skip_kib, count_kib) in SEED_000_DD.items():
         part = pmap.by_name(name)
         assert (part.region, part.offset_bytes, part.size_bytes) == (
             "user",
@@ -355,7 +334,7 @@ def test_hostile_names_are_cleaned_and_unique() -> None:
     raw = ["../../etc/passwd", ".mtkfs", "boot", "BOOT", "a\x1b[2Jb", "x" * 300, "..", "nul\x00"]
     text = "\n".join(row(name, MIB, i * MIB) for i, name in enumerate(raw))
     pmap = parse_dumchar(text, user(64 * MIB))
-    check_map(pmap, user(64 * MIB))
+    assert_sane_map(pmap, user(64 * MIB))
     got = [p.name for p in pmap.partitions]
     assert got[:4] == ["_.._etc_passwd", "mtkfs", "boot", "BOOT~2"]
     assert got[4] == "a__2Jb" and len(got[5]) == 64 and got[6] == "row7" and got[7] == "nul"
@@ -388,20 +367,6 @@ def test_pathological_lines_are_fast() -> None:
 
 # --- hostile input -----------------------------------------------------------------------------
 
-_CLEAN = re.compile(r"[A-Za-z0-9_+\-][A-Za-z0-9._+\-]{0,63}(~[0-9]+)?")
-
-
-def check_map(pmap: PartitionMap, regions: Mapping[str, Region]) -> None:
-    """What every map must be: exposed partitions inside their regions, names clean and unique."""
-    for part in pmap.partitions:
-        assert _CLEAN.fullmatch(part.name), part.name
-        assert part.offset_bytes >= 0 and part.size_bytes >= 0
-        if part.exposed:
-            region = regions[part.region]
-            assert part.size_bytes > 0 and part.end_bytes <= region.size_bytes
-        assert all(isinstance(w, str) for w in part.warnings)
-    assert len({p.name.lower() for p in pmap.partitions}) == len(pmap.partitions)
-
 
 def check_outcome(text: str, regions: Mapping[str, Region]) -> None:
     """Either a good map or a MapError; never another exception."""
@@ -410,7 +375,7 @@ def check_outcome(text: str, regions: Mapping[str, Region]) -> None:
         pmap = parse_dumchar(text, regions)
     except MapError:
         return
-    check_map(pmap, regions)
+    assert_sane_map(pmap, regions)
 
 
 region_sets = st.one_of(

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from map_checks import assert_sane_map
 
 from mtkfs.errors import CorruptMapError, MapError, NoMapError
 from mtkfs.maps.gpt import MAX_ENTRIES, MAX_ENTRY_BYTES, read_gpt
@@ -480,14 +481,7 @@ def check_outcome(img: bytes, size_bytes: int) -> None:
         return
     finally:
         assert all(need.size_bytes <= MAX_ENTRIES * MAX_ENTRY_BYTES for need in needs)
-    for part in pmap.partitions:
-        assert part.offset_bytes >= 0 and part.size_bytes >= 0
-        if part.exposed:
-            assert part.size_bytes > 0 and part.end_bytes <= size_bytes
-        else:
-            assert part.size_bytes == 0
-        assert part.name and "/" not in part.name
-    assert len({p.name.lower() for p in pmap.partitions}) == len(pmap.partitions)
+    assert_sane_map(pmap, {"user": Region("user", size_bytes)})
 
 
 small_lba = st.one_of(st.integers(0, 80), st.sampled_from([2**32 - 1, 2**63, 2**64 - 1]))

@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from map_checks import assert_sane_map
 
 from mtkfs.errors import MapError, NoMapError
 from mtkfs.maps.mbr import MAX_EBR_LINKS, read_mbr
@@ -308,13 +309,7 @@ def check_outcome(read: Callable[[Need], bytes], size_bytes: int) -> None:
         pmap = run_reader(read_mbr(Region("user", size_bytes)), read)
     except MapError:
         return
-    for part in pmap.partitions:
-        assert part.offset_bytes >= 0 and part.size_bytes >= 0
-        if part.exposed:
-            assert part.size_bytes > 0 and part.end_bytes <= size_bytes
-        else:
-            assert part.size_bytes == 0
-    assert len({p.name for p in pmap.partitions}) == len(pmap.partitions)
+    assert_sane_map(pmap, {"user": Region("user", size_bytes)})
 
 
 lbas = st.one_of(st.integers(0, 40), st.sampled_from([0xFFFFFFFF, 0xFFFF0000, 0x80000000]))

@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from map_checks import assert_sane_map
 from seeds import SEED_003_BOOTLOG
 
 from mtkfs.errors import CorruptMapError, MapError, NoMapError
@@ -82,7 +83,7 @@ def test_camera_layout_from_every_printout(parser: Parser, text: str) -> None:
     for index, part in enumerate(pmap.partitions):
         assert part.region == "flash" and part.exposed and part.origin == "mtd"
         assert part.extra["mtd_index"] == index == part.number
-    check_map(pmap, FLASH)
+    assert_sane_map(pmap, FLASH)
 
 
 def test_camera_boot_log_details() -> None:
@@ -391,7 +392,7 @@ def test_hostile_names_and_devices() -> None:
         ]
     )
     pmap = parse_mtd_bootlog(text, FLASH)
-    check_map(pmap, FLASH)
+    assert_sane_map(pmap, FLASH)
     assert [p.name for p in pmap.partitions] == ["_.._etc_shadow", "mtkfs", "_.._etc_shadow~2"]
     assert "\x1b" not in pmap.origin and "\x1b" not in pmap.partitions[0].extra["mtd_device"]
 
@@ -420,19 +421,6 @@ def test_pathological_text_is_fast() -> None:
 
 # --- hostile input -----------------------------------------------------------------------------
 
-_CLEAN = re.compile(r"[A-Za-z0-9_+\-][A-Za-z0-9._+\-]{0,63}(~[0-9]+)?")
-
-
-def check_map(pmap: PartitionMap, regions: Mapping[str, Region]) -> None:
-    """What every map must be: exposed partitions inside their regions, names clean and unique."""
-    for part in pmap.partitions:
-        assert _CLEAN.fullmatch(part.name), part.name
-        assert part.offset_bytes >= 0 and part.size_bytes >= 0
-        if part.exposed:
-            region = regions[part.region]
-            assert part.size_bytes > 0 and part.end_bytes <= region.size_bytes
-    assert len({p.name.lower() for p in pmap.partitions}) == len(pmap.partitions)
-
 
 def check_outcome(
     looks_like: Callable[[str], bool], parser: Parser, text: str, regions: Mapping[str, Region]
@@ -443,7 +431,7 @@ def check_outcome(
         pmap = parser(text, regions)
     except MapError:
         return
-    check_map(pmap, regions)
+    assert_sane_map(pmap, regions)
 
 
 region_sets = st.one_of(

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 
 import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from map_checks import assert_sane_map
+from seeds import SEED_004_RECOVERY_ONLY
 
 from mtkfs.errors import CorruptMapError, MapError, NoMapError
 from mtkfs.maps.model import Partition, PartitionMap, Region, place
@@ -42,29 +43,6 @@ SEED_001_SYSTEM_LINES = """\
 
 #: Seed 002: the smallest scatter SP Flash Tool accepts (LF only).
 SEED_002_MINIMAL = "PRELOADER 0x0\n{\n}\n"
-
-#: Seed 004: one row is enough to read back (or flash) recovery.
-SEED_004_RECOVERY_ONLY = """\
-- general: MTK_PLATFORM_CFG
-  info:
-    - config_version: V1.1.2
-      platform: MT6757
-      storage: EMMC
-- partition_index: SYS8
-  partition_name: recovery
-  file_name: recovery.img
-  is_download: true
-  type: NORMAL_ROM
-  linear_start_addr: 0x8000
-  physical_start_addr: 0x8000
-  partition_size: 0x1000000
-  region: EMMC_USER
-  storage: HW_STORAGE_EMMC
-  boundary_check: true
-  is_reserved: false
-  operation_type: UPDATE
-  reserve: 0x00
-"""
 
 #: formats.md §3.1's synthetic old-format example.
 OLD_FORMAT_EXAMPLE = """\
@@ -623,18 +601,6 @@ def mutated(draw: st.DrawFn) -> str:
     return text
 
 
-def check_map(pmap: PartitionMap, regions: Mapping[str, Region]) -> None:
-    assert isinstance(pmap, PartitionMap)
-    seen: set[str] = set()
-    for part in pmap.partitions:
-        assert re.fullmatch(r"[A-Za-z0-9_+\-][A-Za-z0-9._+\-]*(~[0-9]+)?", part.name), part.name
-        assert part.name.lower() not in seen
-        seen.add(part.name.lower())
-        if part.exposed:
-            region = regions[part.region]
-            assert 0 <= part.offset_bytes < part.end_bytes <= region.size_bytes, part
-
-
 @settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.one_of(st.text(max_size=300), st.text(_ALPHABET, max_size=300), mutated()))
 def test_parse_scatter_never_fails_unexpectedly(text: str) -> None:
@@ -642,5 +608,5 @@ def test_parse_scatter_never_fails_unexpectedly(text: str) -> None:
         pmap = parse_scatter(text, FUZZ_REGIONS)
     except MapError:
         return
-    check_map(pmap, FUZZ_REGIONS)
+    assert_sane_map(pmap, FUZZ_REGIONS)
     looks_like_scatter(text)
