@@ -61,3 +61,33 @@ def mounted(source: Path | str, mountpoint: Path, *args: str) -> Iterator[Path]:
         done = mtkfs("umount", mountpoint)
         force_unmount(mountpoint)
         assert done.returncode == 0, f"umount failed: {done.stderr}"
+
+
+@contextlib.contextmanager
+def foreground_daemon(
+    source: Path | str, mountpoint: Path, *args: str, flag: str = "--foreground"
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``mtkfs mount --foreground SOURCE MOUNTPOINT ARGS`` as a child, yielded once it serves.
+
+    For tests that signal, kill or unmount the daemon themselves. Whatever they do, the child
+    is killed and the mountpoint cleaned afterwards.
+    """
+    mountpoint.mkdir(parents=True, exist_ok=True)
+    daemon = subprocess.Popen(
+        [*MTKFS, "mount", flag, str(source), str(mountpoint), *args],
+        env=ENV,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not (is_mounted(mountpoint) and (mountpoint / ".mtkfs").exists()):
+            if daemon.poll() is not None:
+                error = daemon.stderr.read() if daemon.stderr else b""
+                raise AssertionError(f"daemon exited: {error.decode(errors='replace')}")
+            assert time.monotonic() < deadline, "mount did not come up"
+            time.sleep(0.05)
+        yield daemon
+    finally:
+        daemon.kill()
+        daemon.wait(timeout=10)
+        force_unmount(mountpoint)

@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 from helpers import fuse_available
-from mounting import ENV, MTKFS, force_unmount, is_mounted, mounted
+from mounting import foreground_daemon, is_mounted, mounted
 
 from mtkfs.diskcache import folder_name
 from mtkfs.testing.disk import Layout
@@ -39,16 +38,10 @@ def link_bytes(mnt: Path) -> int:
 def test_killed_mount_resumes_from_the_cache_dir(p70a: Layout, tmp_path: Path) -> None:
     cache_dir = tmp_path / "cache"
     mnt = tmp_path / "mnt"
-    mnt.mkdir()
     boot = p70a.by_name("boot")
     expected = p70a.read("boot")
-    args = [str(p70a.folder), str(mnt), "--link-model", LINK, "--cache-dir", str(cache_dir)]
-    daemon = subprocess.Popen([*MTKFS, "mount", "--foreground", *args], env=ENV)
-    try:
-        deadline = time.monotonic() + 30
-        while not (mnt / ".mtkfs").exists():
-            assert time.monotonic() < deadline and daemon.poll() is None
-            time.sleep(0.05)
+    args = ("--link-model", LINK, "--cache-dir", str(cache_dir))
+    with foreground_daemon(p70a.folder, mnt, *args) as daemon:
         with open(mnt / "boot.img", "rb") as f:
             first_half = f.read(boot.size_bytes // 2)
         assert first_half == expected[: len(first_half)]
@@ -57,9 +50,6 @@ def test_killed_mount_resumes_from_the_cache_dir(p70a: Layout, tmp_path: Path) -
         assert fetched >= len(first_half)
         daemon.send_signal(signal.SIGKILL)  # no flush, no unmount: a crash
         daemon.wait(timeout=10)
-    finally:
-        daemon.kill()
-        force_unmount(mnt)
     assert not is_mounted(mnt)
 
     with mounted(p70a.folder, mnt, "--link-model", LINK, "--cache-dir", str(cache_dir)) as again:

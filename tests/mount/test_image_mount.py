@@ -13,13 +13,11 @@ import os
 import shutil
 import signal
 import subprocess
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from helpers import fuse_available, loop_available
-from mounting import MTKFS, force_unmount, is_mounted, mounted, mtkfs
+from mounting import foreground_daemon, is_mounted, mounted, mtkfs
 
 from mtkfs.testing.disk import Layout
 
@@ -400,15 +398,9 @@ def test_mountpoint_in_use(p70a: Layout, tmp_path: Path) -> None:
 
 def test_stale_mount_is_explained_and_cleaned(p70a: Layout, tmp_path: Path) -> None:
     mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    proc = subprocess.Popen(
-        [*MTKFS, "mount", "--foreground", str(p70a.folder), str(mnt)],
-        stderr=subprocess.PIPE,
-    )
-    try:
-        wait_until(lambda: is_mounted(mnt))
-        proc.kill()  # SIGKILL: no chance to unmount → a dead mount
-        proc.wait(timeout=10)
+    with foreground_daemon(p70a.folder, mnt) as daemon:
+        daemon.kill()  # SIGKILL: no chance to unmount → a dead mount
+        daemon.wait(timeout=10)
         with pytest.raises(OSError):
             os.listdir(mnt)
         result = mtkfs("mount", p70a.folder, mnt)
@@ -418,52 +410,24 @@ def test_stale_mount_is_explained_and_cleaned(p70a: Layout, tmp_path: Path) -> N
         assert not is_mounted(mnt)
         result = mtkfs("umount", mnt)
         assert result.returncode == 5 and "not mounted" in result.stderr
-    finally:
-        proc.kill()
-        force_unmount(mnt)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_signal_unmounts_cleanly(p70a: Layout, tmp_path: Path, signum: int) -> None:
     mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    proc = subprocess.Popen(
-        [*MTKFS, "mount", "--foreground", str(p70a.folder), str(mnt)],
-        stderr=subprocess.PIPE,
-    )
-    try:
-        wait_until(lambda: is_mounted(mnt))
+    with foreground_daemon(p70a.folder, mnt) as daemon:
         assert (mnt / "lk.img").stat().st_size == 393216
-        proc.send_signal(signum)
-        assert proc.wait(timeout=30) == 0
+        daemon.send_signal(signum)
+        assert daemon.wait(timeout=30) == 0
         assert not is_mounted(mnt)
-    finally:
-        proc.kill()
-        force_unmount(mnt)
 
 
 def test_foreground_mount_ends_on_unmount(p70a: Layout, tmp_path: Path) -> None:
     mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    proc = subprocess.Popen(
-        [*MTKFS, "mount", "-f", str(p70a.folder), str(mnt)],
-        stderr=subprocess.PIPE,
-    )
-    try:
-        wait_until(lambda: is_mounted(mnt))
+    with foreground_daemon(p70a.folder, mnt, flag="-f") as daemon:
         result = mtkfs("umount", mnt)
         assert result.returncode == 0, result.stderr
-        assert proc.wait(timeout=30) == 0
-    finally:
-        proc.kill()
-        force_unmount(mnt)
-
-
-def wait_until(condition: Callable[[], bool], timeout_s: float = 30) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
+        assert daemon.wait(timeout=30) == 0
 
 
 def test_map_file_and_no_map(tmp_path: Path) -> None:
