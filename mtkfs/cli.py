@@ -323,12 +323,9 @@ async def _ls_report(args: argparse.Namespace) -> dict[str, Any]:
     transport = open_transport(args.source)
     try:
         cache = ChunkCache(transport, chunk_bytes=1 << 16, max_bytes=16 << 20)
-        if args.no_map:
-            from mtkfs.maps.model import PartitionMap
-
-            pmap = PartitionMap((), "none (--no-map)")
-        else:
-            pmap = await discover_map(transport.regions, cache.read, map_files=args.map)
+        pmap = await discover_map(
+            transport.regions, cache.read, map_files=args.map, no_map=args.no_map
+        )
         return map_report(transport.description, transport.regions.values(), pmap)
     finally:
         await transport.aclose()
@@ -345,8 +342,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
     regions = ", ".join(f"{r['name']} {human_size(r['size'])}" for r in report["regions"])
     print(f"regions: {regions}")
     print()
-    header = f"{'#':>3}  {'NAME':<16} {'REGION':<6} {'OFFSET':>14} {'SIZE':>14} {'':>10}"
-    print(header)
+    print(f"{'#':>3}  {'NAME':<16} {'REGION':<6} {'OFFSET':>14} {'SIZE':>14}")
     for part in report["partitions"]:
         number = "" if part["number"] is None else str(part["number"])
         mark = "" if part["exposed"] else "  (missing)"

@@ -30,7 +30,6 @@ from mtkfs.discover import discover_map
 from mtkfs.diskcache import DiskCache
 from mtkfs.errors import MountpointError, UsageError
 from mtkfs.fuse.ops import MtkfsOperations
-from mtkfs.maps.model import PartitionMap
 from mtkfs.mounts import mount_entry
 from mtkfs.mountview import MountView
 from mtkfs.transports import open_transport
@@ -176,10 +175,9 @@ async def serve(config: MountConfig, on_ready: Callable[[], None]) -> None:
             transport = LinkModelTransport(transport, config.link_model)
         options = fuse_options(config.options, transport.device_id)
         cache = await open_cache(transport, config, stack)
-        if config.no_map:
-            pmap = PartitionMap((), "none (--no-map)")
-        else:
-            pmap = await discover_map(transport.regions, cache.read, map_files=config.map_files)
+        pmap = await discover_map(
+            transport.regions, cache.read, map_files=config.map_files, no_map=config.no_map
+        )
         for warning in pmap.warnings:
             log.warning("%s", warning)
         for part in pmap.partitions:

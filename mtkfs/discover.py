@@ -90,9 +90,18 @@ async def load_map_file(path: Path, regions: Mapping[str, Region]) -> tuple[str,
 
 
 async def discover_map(
-    regions: Mapping[str, Region], read: AsyncRead, *, map_files: Sequence[Path] = ()
+    regions: Mapping[str, Region],
+    read: AsyncRead,
+    *,
+    map_files: Sequence[Path] = (),
+    no_map: bool = False,
 ) -> PartitionMap:
-    """The partition map for a source; see the module docstring for the order."""
+    """The partition map for a source; see the module docstring for the order.
+
+    ``no_map`` (``--no-map``) skips every table: the mount then shows the whole regions only.
+    """
+    if no_map:
+        return PartitionMap((), "none (--no-map)")
     region = table_region_of(regions)
     table: PartitionMap | None = None
     corrupt: CorruptMapError | None = None

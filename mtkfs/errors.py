@@ -141,23 +141,12 @@ class VerifyError(TransportError):
     errno = _errno.EIO
 
 
-ALL_ERRORS: tuple[type[MtkfsError], ...] = (
-    MtkfsError,
-    UsageError,
-    SourceError,
-    MapError,
-    NoMapError,
-    CorruptMapError,
-    MountpointError,
-    TransportError,
-    TransportTimeout,
-    DeviceGoneError,
-    ProtocolError,
-    LocalProtocolError,
-    RemoteProtocolError,
-    ReadOnlyError,
-    ProtectedPartitionError,
-    OutOfRangeError,
-    BusyError,
-    VerifyError,
-)
+def all_errors() -> list[type[MtkfsError]]:
+    """Every class of the hierarchy, base first (for the docs/errors.md completeness test)."""
+    found: list[type[MtkfsError]] = []
+    pending: list[type[MtkfsError]] = [MtkfsError]
+    while pending:
+        cls = pending.pop(0)
+        found.append(cls)
+        pending.extend(cls.__subclasses__())
+    return found

@@ -58,29 +58,37 @@ class Tree:
     def __post_init__(self) -> None:
         self.nodes[ROOT_INODE] = Node(ROOT_INODE, b"", ROOT_INODE, children={})
 
-    def _add(self, parent: int, name: str, node_kwargs: dict[str, object]) -> Node:
+    def _add(
+        self,
+        parent: int,
+        name: str,
+        *,
+        volume: Volume | None = None,
+        content: Generated | None = None,
+        children: dict[bytes, int] | None = None,
+    ) -> Node:
         inode = max(self.nodes) + 1
         encoded = os.fsencode(name)
         parent_node = self.nodes[parent]
         assert parent_node.children is not None, "parent must be a directory"
         if encoded in parent_node.children:
             raise ValueError(f"duplicate name {name!r} in the mount tree")
-        node = Node(inode, encoded, parent, **node_kwargs)  # type: ignore[arg-type]
+        node = Node(inode, encoded, parent, volume=volume, content=content, children=children)
         self.nodes[inode] = node
         parent_node.children[encoded] = inode
         return node
 
     def add_dir(self, parent: int, name: str) -> Node:
         """A directory under ``parent``."""
-        return self._add(parent, name, {"children": {}})
+        return self._add(parent, name, children={})
 
     def add_volume(self, parent: int, name: str, volume: Volume) -> Node:
         """A fixed-size file showing a byte range."""
-        return self._add(parent, name, {"volume": volume})
+        return self._add(parent, name, volume=volume)
 
     def add_control(self, parent: int, name: str, content: Generated) -> Node:
         """A generated file (JSON status, scatter.txt and the like)."""
-        return self._add(parent, name, {"content": content})
+        return self._add(parent, name, content=content)
 
     def volumes(self) -> list[Node]:
         """Every node that shows flash bytes."""
