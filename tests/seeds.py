@@ -39,6 +39,23 @@ Type:Type of partition(MTD=1,EMMC=2)
 MapTo:actual device you operate
 """
 
+#: Seed 001: the P-70A author's scatter entry for system, line for line (after its
+#: ``- partition_index: SYSn`` line, whose number depends on the layout).
+SEED_001_SYSTEM_LINES = """\
+  partition_name: system
+  file_name: system.img
+  is_download: true
+  type: EXT4_IMG
+  linear_start_addr: 0x8000000
+  physical_start_addr: 0x8000000
+  partition_size: 0x80000000
+  region: EMMC_USER
+  storage: HW_STORAGE_EMMC
+  boundary_check: true
+  is_reserved: false
+  operation_type: UPDATE
+"""
+
 #: Seed 003: the MTD lines of the camera's boot log, verbatim.
 SEED_003_BOOTLOG = """\
 Creating 6 MTD partitions on "NOR_FLASH":

@@ -11,7 +11,13 @@ from pathlib import Path
 import pytest
 from helpers import fuse_available
 from mounting import mounted, mtkfs
-from seeds import SEED_000_DD, SEED_000_DUMCHAR, SEED_003_BOOTLOG, SEED_004_RECOVERY_ONLY
+from seeds import (
+    SEED_000_DD,
+    SEED_000_DUMCHAR,
+    SEED_001_SYSTEM_LINES,
+    SEED_003_BOOTLOG,
+    SEED_004_RECOVERY_ONLY,
+)
 
 from mtkfs.maps.model import Region
 from mtkfs.maps.scatter import parse_scatter
@@ -161,23 +167,6 @@ def test_seed_003_mtd_partitions_on_a_nor_dump(text: str, tmp_path: Path) -> Non
 # -- seed 001: the generated scatter ------------------------------------------------------------
 
 
-SEED_001_SYSTEM_ENTRY = """\
-- partition_index: SYS{index}
-  partition_name: system
-  file_name: system.img
-  is_download: true
-  type: EXT4_IMG
-  linear_start_addr: 0x8000000
-  physical_start_addr: 0x8000000
-  partition_size: 0x80000000
-  region: EMMC_USER
-  storage: HW_STORAGE_EMMC
-  boundary_check: true
-  is_reserved: false
-  operation_type: UPDATE
-"""
-
-
 def test_seed_001_scatter_from_the_p70a_gpt(p70a: Layout, tmp_path: Path) -> None:
     with mounted(p70a.folder, tmp_path / "mnt") as mnt:
         scatter = (mnt / "scatter.txt").read_text()
@@ -187,7 +176,8 @@ def test_seed_001_scatter_from_the_p70a_gpt(p70a: Layout, tmp_path: Path) -> Non
         assert (mnt / "preloader.bin").read_bytes() == p70a.regions["boot1"].read_bytes()[2048:]
         index = re.search(r"- partition_index: SYS(\d+)\n  partition_name: system\n", scatter)
         assert index, scatter
-        assert SEED_001_SYSTEM_ENTRY.format(index=index.group(1)) in scatter
+        entry = f"- partition_index: SYS{index.group(1)}\n{SEED_001_SYSTEM_LINES}"
+        assert entry in scatter
         regions = {
             r["name"]: Region(r["name"], r["size"])
             for r in json.loads((mnt / ".mtkfs" / "map.json").read_text())["regions"]

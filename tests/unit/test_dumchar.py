@@ -8,7 +8,7 @@ from collections.abc import Mapping
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from map_checks import assert_sane_map
+from map_checks import assert_sane_map, mutated_text
 from seeds import SEED_000_DD, SEED_000_DUMCHAR
 
 from mtkfs.errors import MapError, NoMapError
@@ -411,35 +411,8 @@ _JUNK = st.sampled_from(
 )
 
 
-@st.composite
-def mutated(draw: st.DrawFn, base: str) -> str:
-    """A valid table with a few line- and character-level mutations."""
-    lines = base.splitlines()
-    for _ in range(draw(st.integers(1, 6))):
-        op = draw(st.sampled_from(["delete", "dup", "swap", "digit", "junk", "token", "line"]))
-        if not lines:
-            lines = [draw(st.text(max_size=40))]
-        i = draw(st.integers(0, len(lines) - 1))
-        if op == "delete":
-            del lines[i]
-        elif op == "dup":
-            lines.insert(i, lines[i])
-        elif op == "swap":
-            j = draw(st.integers(0, len(lines) - 1))
-            lines[i], lines[j] = lines[j], lines[i]
-        elif op == "line":
-            lines.insert(i, draw(st.text(max_size=80)))
-        else:
-            line = lines[i]
-            at = draw(st.integers(0, len(line)))
-            if op == "digit":
-                new = draw(st.sampled_from("0123456789abcdefF"))
-                lines[i] = line[:at] + new + line[at + 1 :]
-            elif op == "junk":
-                lines[i] = line[:at] + draw(st.text(max_size=8)) + line[at:]
-            else:
-                lines[i] = line[:at] + draw(_JUNK) + line[at:]
-    return "\n".join(lines)
+def mutated(base: str) -> st.SearchStrategy[str]:
+    return mutated_text(base, _JUNK)
 
 
 @settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])

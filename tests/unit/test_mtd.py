@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from map_checks import assert_sane_map
+from map_checks import assert_sane_map, mutated_text
 from seeds import SEED_003_BOOTLOG
 
 from mtkfs.errors import CorruptMapError, MapError, NoMapError
@@ -452,34 +452,8 @@ _TOKENS = st.sampled_from(
 )  # fmt: skip
 
 
-@st.composite
-def mutated(draw: st.DrawFn, base: str) -> str:
-    """A valid printout with a few line- and character-level mutations."""
-    text = base
-    for _ in range(draw(st.integers(1, 6))):
-        lines = text.splitlines() or [""]
-        op = draw(st.sampled_from(["delete", "dup", "swap", "line", "digit", "cut", "token"]))
-        i = draw(st.integers(0, len(lines) - 1))
-        if op == "delete":
-            del lines[i]
-        elif op == "dup":
-            lines.insert(i, lines[i])
-        elif op == "swap":
-            j = draw(st.integers(0, len(lines) - 1))
-            lines[i], lines[j] = lines[j], lines[i]
-        elif op == "line":
-            lines.insert(i, draw(st.text(max_size=60)))
-        else:
-            line = lines[i]
-            at = draw(st.integers(0, len(line)))
-            if op == "digit":
-                lines[i] = line[:at] + draw(st.sampled_from("0123456789abcdef")) + line[at + 1 :]
-            elif op == "cut":
-                lines[i] = line[:at] + line[at + draw(st.integers(1, 12)) :]
-            else:
-                lines[i] = line[:at] + draw(_TOKENS) + line[at:]
-        text = "\n".join(lines)
-    return text
+def mutated(base: str) -> st.SearchStrategy[str]:
+    return mutated_text(base, _TOKENS)
 
 
 _TEXTS = st.one_of(st.text(max_size=300), st.text(alphabet='0x123-:,;()@kmro" \n', max_size=120))

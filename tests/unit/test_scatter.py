@@ -9,7 +9,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from map_checks import assert_sane_map
-from seeds import SEED_004_RECOVERY_ONLY
+from seeds import SEED_001_SYSTEM_LINES, SEED_004_RECOVERY_ONLY
 
 from mtkfs.errors import CorruptMapError, MapError, NoMapError
 from mtkfs.maps.model import Partition, PartitionMap, Region, place
@@ -26,20 +26,7 @@ P70A_REGIONS = {
 }
 P70A_EXT4 = {name: "ext4" for name in ("system", "cache", "userdata", "protect1", "protect2")}
 
-#: Seed 001: the author's system entry of the P-70A scatter, line for line.
-SEED_001_SYSTEM_LINES = """\
-  partition_name: system
-  file_name: system.img
-  is_download: true
-  type: EXT4_IMG
-  linear_start_addr: 0x8000000
-  physical_start_addr: 0x8000000
-  partition_size: 0x80000000
-  region: EMMC_USER
-  storage: HW_STORAGE_EMMC
-  boundary_check: true
-  is_reserved: false
-  operation_type: UPDATE""".splitlines()
+SYSTEM_LINES = SEED_001_SYSTEM_LINES.splitlines()
 
 #: Seed 002: the smallest scatter SP Flash Tool accepts (LF only).
 SEED_002_MINIMAL = "PRELOADER 0x0\n{\n}\n"
@@ -182,8 +169,8 @@ def block_of(text: str, name: str) -> list[str]:
 def test_seed_001_system_entry_matches_the_authors() -> None:
     text = write_scatter(p70a_map(), P70A_REGIONS, fs_types=P70A_EXT4, platform="MT6752")
     block = block_of(text, "system")
-    assert block[: len(SEED_001_SYSTEM_LINES)] == SEED_001_SYSTEM_LINES
-    assert block[len(SEED_001_SYSTEM_LINES) :] == [
+    assert block[: len(SYSTEM_LINES)] == SYSTEM_LINES
+    assert block[len(SYSTEM_LINES) :] == [
         "  is_upgradable: true",
         "  empty_boot_needed: false",
         "  combo_partsize_check: false",
