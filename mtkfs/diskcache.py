@@ -166,13 +166,6 @@ class DiskCache:
         state = self._regions.get(region)
         return state is not None and index in state.entries
 
-    def recorded_crc(self, region: str, index: int) -> int | None:
-        """The CRC-32 recorded for a chunk: compare it with ``Transport.checksum`` to revalidate
-        a chunk against the device without moving its bytes over the link."""
-        state = self._regions.get(region)
-        entry = state.entries.get(index) if state is not None else None
-        return None if entry is None else entry[1]
-
     async def load(self, region: str, first: int, last: int) -> dict[int, bytes]:
         """Chunks ``first..last`` (inclusive) that are on disk and match their recorded CRC.
 

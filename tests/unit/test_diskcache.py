@@ -72,8 +72,6 @@ async def test_round_trip_across_reopen(tmp_path: Path) -> None:
     assert cache.stats.chunks == 3
     assert cache.stats.bytes == 3 * CHUNK
     assert cache.stats.loaded_chunks == 3
-    assert cache.recorded_crc("user", 2) == zlib.crc32(chunk(2))
-    assert cache.recorded_crc("user", 4) is None
     await cache.aclose()
     await cache.aclose()  # idempotent
     with pytest.raises(trio.ClosedResourceError):
