@@ -19,6 +19,11 @@ Theory of operation (the spec, with invariants and failure modes, is docs/cache.
   stored on disk; a later session loads them instead of asking the device — after revalidating
   each run of them with the device's own checksum (one short command), or without that only when
   the user said ``--trust-cache``. A chunk whose stored CRC does not match is refetched.
+* Writes (:mod:`mtkfs.commit`) keep their chunks in ``dirty``, an overlay consulted before the
+  LRU and never evicted. Once a chunk verified on the device the commit pipeline hands it back
+  with :meth:`ChunkCache.committed`; a fetch that was already under way when that happened must
+  not put the older bytes back, so every commit bumps an epoch and a fetch stores only chunks not
+  committed since it started.
 * Only trio tasks touch these dictionaries; transports and the disk cache may use threads
   internally but never see them.
 """
@@ -158,6 +163,25 @@ class ChunkCache:
         )
         self._readahead = readahead_max_bytes >= chunk_bytes
         self._nursery: trio.Nursery | None = None
+        #: Written, not yet committed chunks (owned by :class:`mtkfs.commit.WriteBack`).
+        self.dirty: dict[ChunkKey, bytearray] = {}
+        self._epoch = 0
+        self._committed_at: dict[ChunkKey, int] = {}
+
+    def committed(self, key: ChunkKey, data: bytes) -> None:
+        """``data`` is now what the device holds for chunk ``key`` (verified): cache it."""
+        self._epoch += 1
+        self._committed_at[key] = self._epoch
+        self._prefetched.discard(key)
+        if len(data) <= self.max_bytes:
+            self._lru[key] = data
+
+    def forget(self, key: ChunkKey) -> None:
+        """Drop the clean copy of ``key`` (after a failed write: the device may hold anything)."""
+        self._epoch += 1
+        self._committed_at[key] = self._epoch
+        self._lru.pop(key, None)
+        self._prefetched.discard(key)
 
     def start(self, nursery: trio.Nursery) -> None:
         """Run readahead fetches as background tasks of ``nursery``."""
@@ -212,6 +236,11 @@ class ChunkCache:
                 if index in found:
                     continue
                 key = (region, index)
+                dirty = self.dirty.get(key)
+                if dirty is not None:
+                    stats.hits += 1
+                    found[index] = bytes(dirty)
+                    continue
                 chunk = self._lru.get(key)
                 if chunk is not None:
                     stats.hits += 1
@@ -268,13 +297,19 @@ class ChunkCache:
     ) -> dict[int, bytes]:
         """Chunks ``first..last``: from the disk cache where valid, else one transport read."""
         out: dict[int, bytes] = {}
+        started = self._epoch
         if self.disk is not None:
             out.update(await self._from_disk(region, first, last))
         for run_first, run_last in _runs([i for i in range(first, last + 1) if i not in out]):
             out.update(await self._from_transport(region, run_first, run_last, prefetch))
         for index, chunk in out.items():
+            key = (region, index)
+            if self._committed_at.get(key, 0) > started:
+                # Committed while we fetched: our bytes may predate it. The read that asked
+                # began before the write finished, so it may have them; the cache may not.
+                continue
             if len(chunk) <= self.max_bytes:
-                self._lru[(region, index)] = chunk
+                self._lru[key] = chunk
         return out
 
     async def _from_transport(

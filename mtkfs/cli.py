@@ -1,4 +1,4 @@
-"""Command line: ``mtkfs mount | umount | ls``.
+"""Command line: ``mtkfs mount | umount | ls | status | journal``.
 
 Orchestration only. Every :class:`~mtkfs.errors.MtkfsError` ends the command with one line on
 stderr (``mtkfs: error: …``) and its documented exit code — never a traceback; ``--debug`` shows
@@ -22,11 +22,19 @@ from typing import Any
 
 import trio
 
-from mtkfs import __version__
+from mtkfs import __version__, recovery
 from mtkfs.cache import ChunkCache
-from mtkfs.daemon import DEFAULT_CACHE_BYTES, MountConfig, check_mountpoint, serve
+from mtkfs.daemon import (
+    DEFAULT_CACHE_BYTES,
+    DEFAULT_COMMIT_INTERVAL_S,
+    DEFAULT_MAX_DIRTY_BYTES,
+    MountConfig,
+    check_mountpoint,
+    serve,
+)
 from mtkfs.discover import discover_map
-from mtkfs.errors import MountpointError, MtkfsError, UsageError
+from mtkfs.errors import JournalError, MountpointError, MtkfsError, UsageError
+from mtkfs.journal import Journal, default_journal_root
 from mtkfs.log import setup_logging
 from mtkfs.maps.report import map_report
 from mtkfs.mounts import mount_entry
@@ -76,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="mount a source as a folder of partition files",
         description="Mount SOURCE at MOUNTPOINT. SOURCE is a readback image file (dd of "
         "mmcblk0, SP Flash Tool User, NOR dump), a block device, or a folder of readback files "
-        "(Boot1/Boot2/RPMB/User or mmcblk0*.img). Read-only.",
+        "(Boot1/Boot2/RPMB/User or mmcblk0*.img). Read-only unless -o rw; writes are "
+        "journalled, written and verified on the device before fsync/close report success.",
     )
     mount.add_argument("source", metavar="SOURCE")
     mount.add_argument("mountpoint", metavar="MOUNTPOINT", type=Path)
@@ -86,9 +95,38 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="OPTIONS",
-        help="comma-separated mount options: ro (default), allow_other, default_permissions",
+        help="comma-separated mount options: ro (default), rw, allow_other, default_permissions",
     )
     _add_map_args(mount)
+    writes = mount.add_argument_group("writes (with -o rw)")
+    writes.add_argument(
+        "--unlock",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="allow writes to protected partition NAME (preloader, nvram, proinfo, seccfg, "
+        "the partition tables…); repeatable. RPMB is never writable",
+    )
+    writes.add_argument(
+        "--unlock-regions",
+        action="store_true",
+        help="allow writes through regions/*.img (still not into locked protected partitions)",
+    )
+    writes.add_argument(
+        "--max-dirty",
+        default=str(DEFAULT_MAX_DIRTY_BYTES),
+        metavar="SIZE",
+        help="written data held in memory before writers wait for a commit (default 64M)",
+    )
+    writes.add_argument(
+        "--commit-interval",
+        type=float,
+        default=DEFAULT_COMMIT_INTERVAL_S,
+        metavar="SECONDS",
+        help="commit data written this long ago even without fsync/close (default 5; 0: never)",
+    )
+    _add_journal_dir(writes)
+    writes.add_argument("--inject-faults", metavar="SPEC", help=argparse.SUPPRESS)
     mount.add_argument(
         "--cache-size",
         default=str(DEFAULT_CACHE_BYTES),
@@ -132,7 +170,60 @@ def build_parser() -> argparse.ArgumentParser:
     _add_map_args(ls)
     ls.add_argument("--json", action="store_true", help="machine-readable output")
     ls.add_argument("--debug", action="store_true", help="verbose logging, tracebacks")
+
+    status = sub.add_parser(
+        "status",
+        help="is a mount healthy? (dirty data, failed writes, failsafe read-only)",
+        description="Print the state of an mtkfs mount. Exit status 0: healthy; 7: the mount "
+        "turned read-only after a write the device did not verify.",
+    )
+    status.add_argument("mountpoint", metavar="MOUNTPOINT", type=Path)
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+
+    journal = sub.add_parser(
+        "journal",
+        help="show, finish (replay) or undo (rollback) journalled writes of a source",
+        description="Every write to a device is journalled (old and new bytes) before the "
+        "device sees it. After a crash, an unplugged device or a failed verify, the unfinished "
+        "writes wait here for your decision; a read-write mount refuses to start until then.",
+    )
+    actions = journal.add_subparsers(dest="action", required=True, metavar="ACTION")
+    show = actions.add_parser("show", help="list unfinished writes and backup sessions")
+    show.add_argument("--json", action="store_true", help="machine-readable output")
+    replay = actions.add_parser(
+        "replay", help="finish unfinished writes: write their new bytes and verify"
+    )
+    rollback = actions.add_parser(
+        "rollback",
+        help="undo: unfinished writes first, then the newest backup session (or --session)",
+        description="Write back old bytes, newest first: first the unfinished writes, then the "
+        "original content saved by the newest backup session that was not rolled back yet "
+        "(every partition it touched, or only PART...). Run it again to undo older sessions.",
+    )
+    rollback.add_argument("partitions", nargs="*", metavar="PART", help="only these partitions")
+    rollback.add_argument("--session", metavar="ID", help="restore this backup session")
+    rollback.add_argument(
+        "--pending-only", action="store_true", help="only undo the unfinished writes"
+    )
+    prune = actions.add_parser("prune", help="delete backup sessions to free disk space")
+    prune.add_argument(
+        "--keep", type=int, default=0, metavar="N", help="keep the newest N sessions (default 0)"
+    )
+    for action in (show, replay, rollback, prune):
+        action.add_argument("source", metavar="SOURCE")
+        _add_journal_dir(action)
+        action.add_argument("--debug", action="store_true", help="verbose logging, tracebacks")
     return parser
+
+
+def _add_journal_dir(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    parser.add_argument(
+        "--journal-dir",
+        type=Path,
+        metavar="DIR",
+        help=f"where write journals live (default {default_journal_root()})",
+    )
 
 
 def _add_map_args(parser: argparse.ArgumentParser) -> None:
@@ -167,6 +258,12 @@ def _mount_config(args: argparse.Namespace) -> MountConfig:
         link_model=None if args.link_model is None else parse_link_spec(args.link_model),
         cache_dir=None if args.cache_dir is None else args.cache_dir.absolute(),
         trust_cache=args.trust_cache,
+        unlock=tuple(args.unlock),
+        unlock_regions=args.unlock_regions,
+        max_dirty_bytes=parse_size(args.max_dirty),
+        commit_interval_s=max(0.0, args.commit_interval),
+        journal_dir=None if args.journal_dir is None else args.journal_dir.absolute(),
+        inject_faults=args.inject_faults,
     )
 
 
@@ -229,6 +326,16 @@ def _daemon_argv(
         argv += ["--cache-dir", str(config.cache_dir)]
     if config.trust_cache:
         argv.append("--trust-cache")
+    for name in config.unlock:
+        argv += ["--unlock", name]
+    if config.unlock_regions:
+        argv.append("--unlock-regions")
+    argv += ["--max-dirty", str(config.max_dirty_bytes)]
+    argv += ["--commit-interval", repr(config.commit_interval_s)]
+    if config.journal_dir is not None:
+        argv += ["--journal-dir", str(config.journal_dir)]
+    if config.inject_faults is not None:
+        argv += ["--inject-faults", config.inject_faults]
     if debug:
         argv.append("--debug")
     # "--" so that a source or mountpoint starting with "-" is never taken for an option.
@@ -357,12 +464,158 @@ def cmd_ls(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- status --------------------------------------------------------------------------------------
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    mountpoint: Path = args.mountpoint.absolute()
+    entry = mount_entry(mountpoint)
+    if entry is None or entry.fstype != "fuse.mtkfs":
+        raise MountpointError(f"{mountpoint} is not an mtkfs mount")
+    try:
+        status = json.loads((mountpoint / ".mtkfs" / "status.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise MountpointError(
+            f"{mountpoint} does not answer ({exc}); if its daemon is gone: mtkfs umount "
+            f"{mountpoint}"
+        ) from exc
+    healthy = status.get("failsafe") is None
+    if args.json:
+        json.dump(status, sys.stdout, indent=2)
+        print()
+        return 0 if healthy else JournalError.exit_code
+    mode = "read-only" if status.get("writes") is None else "read-write"
+    print(f"{mountpoint}: {status['source']}")
+    if healthy:
+        print(f"state:  mounted {mode}, healthy")
+    else:
+        print("state:  FAILSAFE read-only: a write was not verified on the device")
+        print(f"        {status['failsafe']}")
+    writes = status.get("writes")
+    if writes is not None:
+        print(
+            f"writes: {human_size(writes['written_bytes'])} written, "
+            f"{writes['committed_chunks']} chunk(s) committed and verified, "
+            f"{human_size(writes['dirty_bytes'])} not yet committed"
+        )
+        for failure in writes["failures"]:
+            names = ",".join(failure["partitions"]) or failure["region"]
+            print(
+                f"  failed: {names} at {failure['region']}+{failure['offset']:#x} "
+                f"({failure['size']} bytes): {failure['reason']}"
+            )
+        print(f"journal: {writes['journal']}")
+        if not healthy:
+            print(
+                "what now: unmount, then `mtkfs journal show SOURCE` and `mtkfs journal "
+                "replay SOURCE` (write again) or `mtkfs journal rollback SOURCE` (undo)"
+            )
+    for warning in status.get("warnings", []):
+        print(f"warning: {warning}")
+    return 0 if healthy else JournalError.exit_code
+
+
+# -- journal -------------------------------------------------------------------------------------
+
+
+async def _journal(args: argparse.Namespace) -> int:
+    writes = args.action in ("replay", "rollback")
+    root = args.journal_dir.absolute() if args.journal_dir else default_journal_root()
+    transport = open_transport(args.source, writable=writes)
+    try:
+        journal = Journal.open(root, transport.device_id, transport.description)
+        try:
+            return await _journal_action(args, transport, journal)
+        finally:
+            journal.close()
+    finally:
+        await transport.aclose()
+
+
+async def _journal_action(args: argparse.Namespace, transport: Any, journal: Journal) -> int:
+    def progress(line: str) -> None:
+        print(line, file=sys.stderr)
+
+    if args.action == "show":
+        report = await recovery.show(transport, journal)
+        if args.json:
+            json.dump(report, sys.stdout, indent=2)
+            print()
+        else:
+            _print_journal(report)
+        return JournalError.exit_code if report["unfinished"] else 0
+    if args.action == "replay":
+        count = await recovery.replay(transport, journal, progress)
+        print(f"replayed {count} unfinished write(s); each verified on the device")
+        return 0
+    if args.action == "rollback":
+        count = await recovery.rollback_pending(transport, journal, progress)
+        print(f"rolled back {count} unfinished write(s)")
+        if not args.pending_only:
+            session = recovery.pick_session(journal, args.session)
+            if session is None:
+                print("no backup session left to restore")
+            else:
+                changed = await recovery.restore_session(
+                    transport, journal, session, args.partitions, progress
+                )
+                what = ", ".join(args.partitions) or "every partition it touched"
+                print(
+                    f"restored backup session {session.id} ({what}): {changed} chunk(s) "
+                    "written back and verified"
+                )
+        return 0
+    result = recovery.prune(journal, args.keep)
+    print(f"removed {result.sessions} backup session(s), {human_size(result.bytes)}")
+    return 0
+
+
+def _print_journal(report: dict[str, Any]) -> None:
+    print(f"source:  {report['source']}")
+    print(f"journal: {report['journal']}")
+    pending = report["unfinished"]
+    if not pending:
+        print("unfinished writes: none")
+    else:
+        print(f"unfinished writes: {len(pending)}")
+        print(f"  {'TXN':>5} {'PARTITION':<16} {'REGION':<6} {'OFFSET':>12} {'SIZE':>10} STATE")
+        for e in pending:
+            names = ",".join(e["partitions"]) or "-"
+            state = f"{e['state']}, device holds {e['device_holds']}"
+            print(
+                f"  {e['txn']:>5} {names:<16} {e['region']:<6} {e['offset']:>#12x} "
+                f"{human_size(e['size']):>10} {state}"
+            )
+            if e["reason"]:
+                print(f"        {e['reason']}")
+        source = report["device_id"].removeprefix("image:")
+        print(
+            f"decide: mtkfs journal replay {source}   (write the new bytes)\n"
+            f"        mtkfs journal rollback {source} --pending-only   (put the old ones back)"
+        )
+    backups = report["backups"]
+    print(f"backup sessions: {len(backups) or 'none'}")
+    for b in backups:
+        parts = ", ".join(b["partitions"]) or "-"
+        print(f"  {b['id']}  {b['state']:<11} {human_size(b['bytes']):>10}  {parts}")
+
+
+def cmd_journal(args: argparse.Namespace) -> int:
+    return trio.run(_journal, args)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     debug = bool(getattr(args, "debug", False))
     setup_logging(debug=debug, log_file=getattr(args, "log", None))
-    commands = {"mount": cmd_mount, "umount": cmd_umount, "ls": cmd_ls}
+    commands = {
+        "mount": cmd_mount,
+        "umount": cmd_umount,
+        "ls": cmd_ls,
+        "status": cmd_status,
+        "journal": cmd_journal,
+    }
     try:
         return commands[args.command](args)
     except MtkfsError as exc:

@@ -26,19 +26,26 @@ import pyfuse3
 import trio
 
 from mtkfs.cache import ChunkCache
+from mtkfs.commit import WriteBack
 from mtkfs.discover import discover_map
 from mtkfs.diskcache import DiskCache
-from mtkfs.errors import MountpointError, UsageError
+from mtkfs.errors import JournalPendingError, MountpointError, MtkfsError, UsageError
 from mtkfs.fuse.ops import MtkfsOperations
+from mtkfs.journal import Journal, default_journal_root
+from mtkfs.maps.model import PartitionMap
 from mtkfs.mounts import mount_entry
 from mtkfs.mountview import MountView
+from mtkfs.testing.faults import FaultyTransport, parse_fault_spec
 from mtkfs.transports import open_transport
 from mtkfs.transports.base import Transport
 from mtkfs.transports.linkmodel import LinkModelTransport, LinkSpec
+from mtkfs.volume import is_never_writable
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CACHE_BYTES = 256 << 20
+DEFAULT_MAX_DIRTY_BYTES = 64 << 20
+DEFAULT_COMMIT_INTERVAL_S = 5.0
 
 #: ``-o`` options we accept, and what becomes of them.
 _PASSTHROUGH_OPTIONS = frozenset({"allow_other", "default_permissions"})
@@ -60,6 +67,13 @@ class MountConfig:
             benchmarks, and "what would this cost over USB/UART" experiments).
         cache_dir: ``--cache-dir``: persistent chunk store, so interrupted copies resume.
         trust_cache: ``--trust-cache``: use persisted chunks without asking the device.
+        unlock: ``--unlock NAME``: protected partitions the user allows writes to.
+        unlock_regions: ``--unlock-regions``: allow writes through ``regions/*.img``.
+        max_dirty_bytes: ``--max-dirty``: written data held before writers wait for a commit.
+        commit_interval_s: ``--commit-interval``: commit data dirty this long (0: only on
+            fsync, close and unmount).
+        journal_dir: ``--journal-dir`` (None: :func:`mtkfs.journal.default_journal_root`).
+        inject_faults: hidden ``--inject-faults SPEC`` (tests; see mtkfs.testing.faults).
     """
 
     source: str
@@ -72,23 +86,37 @@ class MountConfig:
     link_model: LinkSpec | None = None
     cache_dir: Path | None = None
     trust_cache: bool = False
+    unlock: tuple[str, ...] = ()
+    unlock_regions: bool = False
+    max_dirty_bytes: int = DEFAULT_MAX_DIRTY_BYTES
+    commit_interval_s: float = DEFAULT_COMMIT_INTERVAL_S
+    journal_dir: Path | None = None
+    inject_faults: str | None = None
+
+    @property
+    def read_write(self) -> bool:
+        """``-o rw`` was given."""
+        return "rw" in self.options
+
+    @property
+    def journal_root(self) -> Path:
+        """Where this mount's journal lives."""
+        return self.journal_dir or default_journal_root()
 
 
 def fuse_options(options: tuple[str, ...], source_id: str) -> set[str]:
     """The libfuse option set for ``pyfuse3.init``; refuses what this version cannot honour."""
     # fsname shows in `mount` and `df`; only safe characters (a comma would split the options).
     label = re.sub(r"[^A-Za-z0-9._+:-]", "_", source_id.rsplit("/", 1)[-1])[:64]
-    result = {"ro", f"fsname=mtkfs:{label}", "subtype=mtkfs"}
+    if "rw" in options and "ro" in options:
+        raise UsageError("-o ro and -o rw contradict each other; pick one")
+    mode = "rw" if "rw" in options else "ro"
+    result = {mode, f"fsname=mtkfs:{label}", "subtype=mtkfs"}
     for option in options:
-        if option in ("", "ro"):
+        if option in ("", "ro", "rw"):
             continue
-        if option == "rw":
-            raise UsageError(
-                "read-write mounts (-o rw) are not available in this version of mtkfs; "
-                "mount read-only (the default)"
-            )
         if option not in _PASSTHROUGH_OPTIONS:
-            allowed = ", ".join(sorted({"ro", *_PASSTHROUGH_OPTIONS}))
+            allowed = ", ".join(sorted({"ro", "rw", *_PASSTHROUGH_OPTIONS}))
             raise UsageError(f"unknown mount option -o {option} (supported: {allowed})")
         result.add(option)
     if "allow_other" in result:
@@ -165,27 +193,97 @@ async def open_cache(
     )
 
 
+def open_journal(
+    transport: Transport, config: MountConfig, stack: contextlib.AsyncExitStack
+) -> Journal | None:
+    """The journal of an rw mount (locked for the mount's life); refuses a device with
+    unfinished journalled writes. A read-only mount only warns about those."""
+    if not config.read_write:
+        pending = Journal.peek(config.journal_root, transport.device_id)
+        if pending:
+            log.warning(
+                "%s has %d unfinished journalled write(s); see `mtkfs journal show %s`",
+                transport.description,
+                len(pending),
+                config.source,
+            )
+        return None
+    journal = Journal.open(config.journal_root, transport.device_id, transport.description)
+    stack.callback(journal.close)
+    pending = journal.unfinished()
+    if pending:
+        parts = sorted({p for e in pending for p in e.partitions}) or ["?"]
+        raise JournalPendingError(
+            f"{transport.description} has {len(pending)} unfinished journalled write(s) from an "
+            f"earlier mount (partitions: {', '.join(parts)}); it cannot be mounted read-write "
+            f"until you decide: `mtkfs journal show {config.source}`, then `mtkfs journal "
+            f"replay {config.source}` to finish them or `mtkfs journal rollback "
+            f"{config.source}` to undo them"
+        )
+    return journal
+
+
+def check_unlocks(config: MountConfig, pmap: PartitionMap) -> None:
+    """``--unlock NAME`` must name a partition of this map, and never RPMB."""
+    names = {p.name for p in pmap.partitions if p.exposed}
+    for name in config.unlock:
+        if is_never_writable(name):
+            raise UsageError(f"--unlock {name}: RPMB is never writable through mtkfs")
+        if name not in names:
+            raise UsageError(
+                f"--unlock {name}: this device has no partition of that name (it has: "
+                f"{', '.join(sorted(names)) or 'none'})"
+            )
+    if (config.unlock or config.unlock_regions) and not config.read_write:
+        log.warning("--unlock and --unlock-regions only matter with -o rw")
+
+
 async def serve(config: MountConfig, on_ready: Callable[[], None]) -> None:
     """Mount ``config.source`` at ``config.mountpoint`` and serve until unmounted."""
     check_mountpoint(config.mountpoint)
     async with contextlib.AsyncExitStack() as stack:
-        transport = open_transport(config.source)
+        transport = open_transport(config.source, writable=config.read_write)
         stack.push_async_callback(transport.aclose)
+        if config.inject_faults is not None:
+            transport = FaultyTransport(transport, parse_fault_spec(config.inject_faults))
         if config.link_model is not None:
             transport = LinkModelTransport(transport, config.link_model)
         options = fuse_options(config.options, transport.device_id)
+        journal = open_journal(transport, config, stack)
         cache = await open_cache(transport, config, stack)
         pmap = await discover_map(
             transport.regions, cache.read, map_files=config.map_files, no_map=config.no_map
         )
+        check_unlocks(config, pmap)
         for warning in pmap.warnings:
             log.warning("%s", warning)
         for part in pmap.partitions:
             for warning in part.warnings:
                 log.warning("%s: %s", part.name, warning)
-        view = MountView(config.mountpoint, config.log_file, transport, cache, pmap)
+        writeback = None
+        if journal is not None:
+            writeback = WriteBack(
+                cache,
+                journal,
+                max_dirty_bytes=config.max_dirty_bytes,
+                partitions={
+                    p.name: (p.region, p.offset_bytes, p.size_bytes)
+                    for p in pmap.partitions
+                    if p.exposed
+                },
+            )
+        view = MountView(
+            config.mountpoint,
+            config.log_file,
+            transport,
+            cache,
+            pmap,
+            writeback=writeback,
+            unlock=config.unlock,
+            unlock_regions=config.unlock_regions,
+        )
         tree = await view.build_tree()
-        ops = MtkfsOperations(tree, cache, mtime_s=transport.mtime_s)
+        ops = MtkfsOperations(tree, cache, mtime_s=transport.mtime_s, writeback=writeback)
         try:
             pyfuse3.init(ops, str(config.mountpoint), options)
         except RuntimeError as exc:
@@ -198,12 +296,19 @@ async def serve(config: MountConfig, on_ready: Callable[[], None]) -> None:
                 nursery.start_soon(_when_serving, config.mountpoint, transport, on_ready)
                 if cache.disk is not None:
                     nursery.start_soon(_flush_periodically, cache.disk)
+                if writeback is not None and config.commit_interval_s > 0:
+                    nursery.start_soon(_commit_periodically, writeback, config.commit_interval_s)
                 await pyfuse3.main()
                 nursery.cancel_scope.cancel()
         finally:
             # Always unmount: a daemon that exits (signal, error) must not leave a dead mount.
             pyfuse3.close(unmount=True)
             log.info("unmounted %s", config.mountpoint)
+            if writeback is not None:
+                # Then commit what is still dirty (SIGTERM with files open; the timer's
+                # leftovers). After a failed write it is kept in the journal instead.
+                with trio.CancelScope(shield=True):
+                    await writeback.close()
 
 
 async def _when_serving(
@@ -246,6 +351,17 @@ def _tune_kernel_readahead(mountpoint: Path, transport: Transport) -> None:
         log.debug("%s = %d", path, target_kb)
     except OSError as exc:
         log.debug("cannot set %s (%s); kernel readahead stays at its default", path, exc)
+
+
+async def _commit_periodically(writeback: WriteBack, interval_s: float) -> None:
+    """Commit data that has been dirty for ``interval_s``: bounds what a crash can lose."""
+    while True:
+        await trio.sleep(interval_s / 2)
+        try:
+            await writeback.commit_older_than(interval_s)
+        except MtkfsError as exc:
+            # The mount is failsafe now; the next fsync/close of that file reports EIO.
+            log.error("timed commit failed: %s", exc)
 
 
 async def _flush_periodically(disk: DiskCache, interval_s: float = 5.0) -> None:

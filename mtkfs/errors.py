@@ -15,6 +15,7 @@ Exit codes (documented in docs/errors.md and the man page):
   4   no usable partition map (none found, corrupt, or inconsistent)
   5   the mountpoint cannot be used (missing, not a folder, in use)
   6   the transport failed (device gone, I/O error, timeout)
+  7   the write journal needs the user (unfinished writes, a failsafe mount)
 ====  =================================================================
 
 Codes 2–5 are "do not restart" codes for systemd: retrying cannot help.
@@ -129,6 +130,13 @@ class OutOfRangeError(MtkfsError):
     errno = _errno.ENOSPC
 
 
+class FixedLayoutError(MtkfsError):
+    """Partition files cannot be created, removed, renamed, truncated or extended."""
+
+    # EPERM: the mount is writable, but its layout is the device's partition table, by policy.
+    errno = _errno.EPERM
+
+
 class BusyError(MtkfsError):
     """The operation conflicts with one in progress."""
 
@@ -139,6 +147,23 @@ class VerifyError(TransportError):
     """Data read back after a write differs from what was written."""
 
     errno = _errno.EIO
+
+
+class JournalError(MtkfsError):
+    """The write journal needs the user's decision before writes may continue."""
+
+    errno = _errno.EIO
+    exit_code = 7
+
+
+class JournalPendingError(JournalError):
+    """A device has unfinished journalled writes: replay or roll them back first."""
+
+    errno = _errno.EROFS
+
+
+class JournalCorruptError(JournalError):
+    """A journal file is damaged (its checksum does not match)."""
 
 
 def all_errors() -> list[type[MtkfsError]]:

@@ -6,22 +6,24 @@ files exist, what ``status.json`` and ``stats.json`` say — is one readable pla
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
 from mtkfs import __version__
 from mtkfs.cache import ChunkCache
+from mtkfs.commit import WriteBack
 from mtkfs.fuse.tree import ROOT_INODE, Tree
 from mtkfs.generated import Generated, Live, Static
 from mtkfs.maps.model import PartitionMap, Region
 from mtkfs.maps.report import map_report
 from mtkfs.romfiles import PRELOADER_BIN, ChecksumFile, ScatterFile, preloader_image
 from mtkfs.transports.base import Transport
-from mtkfs.volume import Volume
+from mtkfs.volume import Guard, Volume, is_never_writable, is_protected
 
 
 def json_bytes(data: Mapping[str, Any]) -> bytes:
@@ -46,8 +48,24 @@ async def rom_files(
     return files
 
 
+def partition_lock(name: str, unlock: Collection[str]) -> str | None:
+    """Why writes to partition ``name`` are refused, or None if they are allowed."""
+    if is_never_writable(name):
+        return f"{name}: RPMB is authenticated storage and is never written by mtkfs"
+    if is_protected(name) and name not in unlock:
+        return (
+            f"{name} is a protected partition (a mistake here can brick the device or lose "
+            f"its calibration); add --unlock {name} if you really mean to write it"
+        )
+    return None
+
+
 class MountView:
-    """The files of one mount over ``transport`` with map ``pmap``."""
+    """The files of one mount over ``transport`` with map ``pmap``.
+
+    ``writeback`` is the write pipeline of an rw mount; ``unlock`` and ``unlock_regions`` are
+    the user's ``--unlock NAME`` and ``--unlock-regions``.
+    """
 
     def __init__(
         self,
@@ -56,12 +74,19 @@ class MountView:
         transport: Transport,
         cache: ChunkCache,
         pmap: PartitionMap,
+        *,
+        writeback: WriteBack | None = None,
+        unlock: Collection[str] = (),
+        unlock_regions: bool = False,
     ) -> None:
         self.mountpoint = mountpoint
         self.log_file = log_file
         self.transport = transport
         self.cache = cache
         self.pmap = pmap
+        self.writeback = writeback
+        self.unlock = frozenset(unlock)
+        self.unlock_regions = unlock_regions
         self.report = map_report(transport.description, transport.regions.values(), pmap)
         self.started_s = time.time()
 
@@ -70,17 +95,23 @@ class MountView:
         tree = Tree()
         for part in self.pmap.partitions:
             if part.exposed and part.size_bytes > 0:
-                volume = Volume(part.name, part.region, part.offset_bytes, part.size_bytes)
+                volume = Volume(
+                    part.name,
+                    part.region,
+                    part.offset_bytes,
+                    part.size_bytes,
+                    locked=partition_lock(part.name, self.unlock),
+                )
                 tree.add_volume(ROOT_INODE, f"{part.name}.img", volume)
         regions_dir = tree.add_dir(ROOT_INODE, "regions")
         for region in self.transport.regions.values():
-            volume = Volume(region.name, region.name, 0, region.size_bytes)
-            tree.add_volume(regions_dir.inode, f"{region.name}.img", volume)
+            tree.add_volume(regions_dir.inode, f"{region.name}.img", self._region_volume(region))
         for name, content in (
             await rom_files(self.pmap, self.transport.regions, self.cache)
         ).items():
             if isinstance(content, Volume):
-                tree.add_volume(ROOT_INODE, name, content)
+                locked = f"{name} is a view for SP Flash Tool; write preloader.img instead"
+                tree.add_volume(ROOT_INODE, name, dataclasses.replace(content, locked=locked))
             else:
                 tree.add_control(ROOT_INODE, name, content)
         control = tree.add_dir(ROOT_INODE, ".mtkfs")
@@ -89,14 +120,52 @@ class MountView:
         tree.add_control(control.inode, "stats.json", Live(lambda: json_bytes(self.stats())))
         return tree
 
+    def _region_volume(self, region: Region) -> Volume:
+        """``regions/<name>.img``: writable only with --unlock-regions, never into a protected
+        partition that was not unlocked, never RPMB."""
+        locked = None
+        if is_never_writable(region.name):
+            locked = partition_lock(region.name, self.unlock)
+        elif not self.unlock_regions:
+            locked = (
+                f"regions/{region.name}.img is a whole region (every partition in it); "
+                "writes need --unlock-regions"
+            )
+        guards = tuple(
+            Guard(p.offset_bytes, p.offset_bytes + p.size_bytes, p.name)
+            for p in self.pmap.partitions
+            if p.region == region.name and partition_lock(p.name, self.unlock) is not None
+        )
+        return Volume(region.name, region.name, 0, region.size_bytes, locked, guards)
+
+    def writes_status(self) -> dict[str, Any] | None:
+        """The ``writes`` part of status.json (None on a read-only mount)."""
+        wb = self.writeback
+        if wb is None:
+            return None
+        return {
+            "dirty_bytes": wb.dirty_bytes,
+            "dirty_chunks": wb.dirty_chunks,
+            "max_dirty_bytes": wb.max_dirty_bytes,
+            **{k: v for k, v in vars(wb.stats).items() if k != "held"},
+            "failures": [f.as_dict() for f in wb.failures.values()],
+            "journal": str(wb.journal.folder),
+            "backup_session": wb.backup_session,
+            "unlocked": sorted(self.unlock),
+            "unlock_regions": self.unlock_regions,
+        }
+
     def status(self) -> dict[str, Any]:
         """``.mtkfs/status.json``: what this mount is and whether it is healthy."""
         totals = self.cache.stats.total()
+        failsafe = None if self.writeback is None else self.writeback.failsafe
         return {
             "version": __version__,
             "pid": os.getpid(),
-            "state": "mounted",
-            "read_only": True,
+            "state": "mounted" if failsafe is None else "failsafe",
+            "read_only": self.writeback is None or failsafe is not None,
+            "failsafe": failsafe,
+            "writes": self.writes_status(),
             "source": self.transport.description,
             "mountpoint": str(self.mountpoint),
             "started": self.started_s,

@@ -8,11 +8,22 @@ look like 15 GB and 7 GB) by :mod:`mtkfs.testing.disk` and are shared: treat ``p
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
+import mounting
 import pytest
 
 from mtkfs.testing.disk import Layout, build_p70a, build_s650
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_state(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Journals and logs of the whole run go to a private folder, never the real user's."""
+    state = tmp_path_factory.mktemp("state")
+    os.environ["XDG_STATE_HOME"] = str(state)
+    mounting.ENV["XDG_STATE_HOME"] = str(state)
+    return state
 
 
 @pytest.fixture(scope="session")

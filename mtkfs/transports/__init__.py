@@ -14,8 +14,12 @@ __all__ = ["ImageTransport", "Transport", "open_transport"]
 _SCHEMES = ("da:", "adb:", "uboot:", "sim:")
 
 
-def open_transport(source: str) -> Transport:
-    """Open the transport a SOURCE string names (today: a PATH to an image or readback folder)."""
+def open_transport(source: str, *, writable: bool = False) -> Transport:
+    """Open the transport a SOURCE string names (today: a PATH to an image or readback folder).
+
+    ``writable`` only for ``-o rw`` mounts and journal commands: a read-only mount never opens
+    the source for writing.
+    """
     for scheme in _SCHEMES:
         if source.startswith(scheme):
             raise SourceError(
@@ -24,4 +28,4 @@ def open_transport(source: str) -> Transport:
             )
     if source.startswith("image:"):
         source = source[len("image:") :]
-    return ImageTransport.open(Path(source))
+    return ImageTransport.open(Path(source), writable=writable)

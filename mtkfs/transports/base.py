@@ -11,6 +11,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Mapping
 
+from mtkfs.errors import ReadOnlyError
 from mtkfs.maps.model import Region
 
 
@@ -30,7 +31,9 @@ class Transport(abc.ABC):
             where per-request overhead dominates (a local image), about one chunk where the
             link is the limit (a kernel readahead past the end of a small file costs link time).
         mtime_s: a timestamp to show as the partition files' mtime.
-        writable: whether :meth:`write` may be called at all.
+        writable: whether :meth:`write` may be called at all (the source was opened for
+            writing: only ``-o rw`` mounts and ``mtkfs journal`` commands do that).
+        write_unit_bytes: the erase/program unit; writes are whole multiples of it, aligned.
     """
 
     regions: Mapping[str, Region]
@@ -43,10 +46,26 @@ class Transport(abc.ABC):
     has_checksum: bool = False
     kernel_readahead_bytes: int = 128 << 10
     writable: bool = False
+    write_unit_bytes: int = 512
 
     @abc.abstractmethod
     async def read(self, region: str, offset_bytes: int, size_bytes: int) -> bytes:
         """Bytes of ``region`` from ``offset_bytes``; shorter only where the region ends."""
+
+    async def write(self, region: str, offset_bytes: int, data: bytes) -> None:
+        """Store ``data`` at ``offset_bytes`` of ``region`` durably (aligned to the write unit).
+
+        Returning means the device accepted the data, not that it holds it: the commit
+        pipeline verifies every write with :meth:`read_back` or :meth:`checksum`.
+        """
+        raise ReadOnlyError(f"{self.description} cannot be written")
+
+    async def read_back(self, region: str, offset_bytes: int, size_bytes: int) -> bytes:
+        """Bytes as the device holds them now, bypassing every cache on the way (for verify).
+
+        Transports whose :meth:`read` already asks the device each time need not override it.
+        """
+        return await self.read(region, offset_bytes, size_bytes)
 
     async def checksum(self, region: str, offset_bytes: int, size_bytes: int) -> int | None:
         """CRC-32 (zlib's) of a byte range computed *on the device*, or None if unsupported.

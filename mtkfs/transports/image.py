@@ -17,7 +17,10 @@ Reads run in worker threads so a slow disk never stalls the FUSE event loop.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
+import mmap
 import os
 import re
 import stat
@@ -26,7 +29,7 @@ from pathlib import Path
 
 import trio
 
-from mtkfs.errors import DeviceGoneError, SourceError
+from mtkfs.errors import DeviceGoneError, ReadOnlyError, SourceError, TransportError
 from mtkfs.maps.model import Region
 from mtkfs.transports.base import Transport
 
@@ -80,11 +83,64 @@ def _looks_partitioned(fd: int) -> bool:
     return len(head) >= 512 and head[510:512] == b"\x55\xaa"
 
 
-def _open_ro(path: Path) -> int:
+def _pwrite_sync(fd: int, data: bytes, offset_bytes: int) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset_bytes)
+        view, offset_bytes = view[written:], offset_bytes + written
+    os.fdatasync(fd)
+
+
+#: O_DIRECT wants buffers, offsets and lengths aligned to the logical block size.
+_DIRECT_ALIGN = 4096
+
+
+def _read_direct(path: Path, offset_bytes: int, size_bytes: int) -> bytes:
+    """``size_bytes`` at ``offset_bytes`` of ``path`` read past the page cache where possible."""
+    start = offset_bytes - offset_bytes % _DIRECT_ALIGN
+    end = -(-(offset_bytes + size_bytes) // _DIRECT_ALIGN) * _DIRECT_ALIGN
     try:
-        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | getattr(os, "O_DIRECT", 0))
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:
+            raise
+        fd = -1
+    if fd >= 0:
+        try:
+            buffer = mmap.mmap(-1, end - start)  # page-aligned, as O_DIRECT needs
+            try:
+                done = 0
+                while done < end - start:
+                    got = os.preadv(fd, [memoryview(buffer)[done:]], start + done)
+                    if got == 0:
+                        break
+                    done += got
+                head = offset_bytes - start
+                return bytes(buffer[head : min(done, head + size_bytes)])
+            finally:
+                buffer.close()
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+        finally:
+            os.close(fd)
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        with contextlib.suppress(OSError):
+            os.posix_fadvise(fd, offset_bytes, size_bytes, os.POSIX_FADV_DONTNEED)
+        return os.pread(fd, size_bytes, offset_bytes)
+    finally:
+        os.close(fd)
+
+
+def _open(path: Path, writable: bool = False) -> int:
+    """Open a readback file; read-write only when the user asked for writes."""
+    flags = (os.O_RDWR if writable else os.O_RDONLY) | os.O_CLOEXEC
+    try:
+        return os.open(path, flags)
     except PermissionError as exc:
-        raise SourceError(f"cannot read {path}: permission denied (try sudo)") from exc
+        what = "write" if writable else "read"
+        raise SourceError(f"cannot {what} {path}: permission denied (try sudo)") from exc
     except OSError as exc:
         raise SourceError(f"cannot open {path}: {exc.strerror}") from exc
 
@@ -92,12 +148,14 @@ def _open_ro(path: Path) -> int:
 class ImageTransport(Transport):
     """Regions backed by image files. Build it with :meth:`open`."""
 
-    def __init__(self, files: Mapping[str, Path], description: str) -> None:
+    def __init__(
+        self, files: Mapping[str, Path], description: str, *, writable: bool = False
+    ) -> None:
         self._fds: dict[str, int] = {}
         regions: dict[str, Region] = {}
         try:
             for region, path in files.items():
-                fd = _open_ro(path)
+                fd = _open(path, writable)
                 self._fds[region] = fd
                 size = _file_size_bytes(path, fd)
                 if size == 0:
@@ -117,9 +175,12 @@ class ImageTransport(Transport):
         self.kernel_readahead_bytes = IMAGE_CHUNK_BYTES
         self.mtime_s = max(os.fstat(fd).st_mtime for fd in self._fds.values())
         self._limiter = trio.CapacityLimiter(_MAX_THREADS)
+        self.writable = writable
+        # A file takes any aligned sector; chunks are whole multiples of it.
+        self.write_unit_bytes = 512
 
     @classmethod
-    def open(cls, source: Path) -> ImageTransport:
+    def open(cls, source: Path, *, writable: bool = False) -> ImageTransport:
         """Recognise ``source`` (a file, block device or readback folder) and open it."""
         try:
             st = source.stat()
@@ -128,18 +189,18 @@ class ImageTransport(Transport):
         except OSError as exc:
             raise SourceError(f"{source}: {exc.strerror}") from exc
         if stat.S_ISDIR(st.st_mode):
-            return cls._open_folder(source)
+            return cls._open_folder(source, writable)
         region = region_for_file_name(source.name)
         if region is None:
-            fd = _open_ro(source)
+            fd = _open(source)
             try:
                 region = "user" if _looks_partitioned(fd) else "flash"
             finally:
                 os.close(fd)
-        return cls({region: source}, f"image {source} ({region})")
+        return cls({region: source}, f"image {source} ({region})", writable=writable)
 
     @classmethod
-    def _open_folder(cls, folder: Path) -> ImageTransport:
+    def _open_folder(cls, folder: Path, writable: bool) -> ImageTransport:
         files: dict[str, Path] = {}
         others: list[str] = []
         for entry in sorted(folder.iterdir()):
@@ -161,7 +222,7 @@ class ImageTransport(Transport):
                 f"{_EXPECTED}"
             )
         names = ", ".join(f"{p.name}={r}" for r, p in files.items())
-        return cls(files, f"readback folder {folder} ({names})")
+        return cls(files, f"readback folder {folder} ({names})", writable=writable)
 
     async def read(self, region: str, offset_bytes: int, size_bytes: int) -> bytes:
         fd = self._fds.get(region)
@@ -174,6 +235,40 @@ class ImageTransport(Transport):
         except OSError as exc:
             raise DeviceGoneError(
                 f"reading {self.files[region]} at {offset_bytes:#x}: {exc.strerror}"
+            ) from exc
+
+    async def write(self, region: str, offset_bytes: int, data: bytes) -> None:
+        """pwrite the whole buffer, then fdatasync: returning means the bytes reached the disk."""
+        fd = self._fds.get(region)
+        if fd is None:
+            raise DeviceGoneError(f"region {region} is not open (transport closed?)")
+        if not self.writable:
+            raise ReadOnlyError(f"{self.files[region]} was opened read-only")
+        try:
+            await trio.to_thread.run_sync(
+                _pwrite_sync, fd, data, offset_bytes, limiter=self._limiter
+            )
+        except OSError as exc:
+            raise TransportError(
+                f"writing {self.files[region]} at {offset_bytes:#x}: {exc.strerror}"
+            ) from exc
+
+    async def read_back(self, region: str, offset_bytes: int, size_bytes: int) -> bytes:
+        """Read through a fresh descriptor with O_DIRECT (from the disk, not the page cache).
+
+        Where O_DIRECT is refused (tmpfs, some FUSE and network filesystems) the fresh
+        descriptor reads through the page cache, which is what the file holds after fdatasync.
+        """
+        path = self.files.get(region)
+        if path is None:
+            raise DeviceGoneError(f"region {region} is not open (transport closed?)")
+        try:
+            return await trio.to_thread.run_sync(
+                _read_direct, path, offset_bytes, size_bytes, limiter=self._limiter
+            )
+        except OSError as exc:
+            raise DeviceGoneError(
+                f"reading back {path} at {offset_bytes:#x}: {exc.strerror}"
             ) from exc
 
     def _close_fds(self) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import re
 import zlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 
 import trio
@@ -214,8 +215,10 @@ class LinkModelTransport(Transport):
         self.has_checksum = spec.checksum
         # The link, not per-request overhead, is the limit: kernel reads of one chunk.
         self.kernel_readahead_bytes = self.chunk_bytes
-        # Writes are not modelled (yet): a link model never claims it can write.
-        self.writable = False
+        self.writable = inner.writable
+        self.write_unit_bytes = inner.write_unit_bytes
+        self.write_commands = 0
+        self.write_bytes = 0
         self.commands = 0
         self.checksum_commands = 0
         self.bytes = 0
@@ -236,12 +239,37 @@ class LinkModelTransport(Transport):
         await trio.sleep_until(started_s + cost_s)
 
     async def read(self, region: str, offset_bytes: int, size_bytes: int) -> bytes:
+        return await self._read(self.inner.read, region, offset_bytes, size_bytes)
+
+    async def read_back(self, region: str, offset_bytes: int, size_bytes: int) -> bytes:
+        return await self._read(self.inner.read_back, region, offset_bytes, size_bytes)
+
+    async def write(self, region: str, offset_bytes: int, data: bytes) -> None:
+        """The inner write, charged like a read of the same size (one command, the bytes)."""
+        async with self._pipe:
+            started_s = trio.current_time()
+            self.write_commands += 1
+            try:
+                await self.inner.write(region, offset_bytes, data)
+            except Exception:
+                await self._charge(started_s, self.spec.latency_s)
+                raise
+            await self._charge(started_s, self.spec.transfer_s(len(data), commands=1))
+            self.write_bytes += len(data)
+
+    async def _read(
+        self,
+        inner_read: Callable[[str, int, int], Awaitable[bytes]],
+        region: str,
+        offset_bytes: int,
+        size_bytes: int,
+    ) -> bytes:
         async with self._pipe:
             started_s = trio.current_time()
             self.commands += 1
             self.commands_by_region[region] = self.commands_by_region.get(region, 0) + 1
             try:
-                data = await self.inner.read(region, offset_bytes, size_bytes)
+                data = await inner_read(region, offset_bytes, size_bytes)
             except Exception:
                 # A failed command still cost its round trip.
                 await self._charge(started_s, self.spec.latency_s)
@@ -275,6 +303,8 @@ class LinkModelTransport(Transport):
             link_commands=self.commands,
             link_checksum_commands=self.checksum_commands,
             link_bytes=self.bytes,
+            link_write_commands=self.write_commands,
+            link_write_bytes=self.write_bytes,
             link_busy_s=self.busy_s,
             link_latency_s=self.spec.latency_s,
         )

@@ -378,7 +378,8 @@ def test_mount_errors_are_one_readable_line(tmp_path: Path, p70a: Layout) -> Non
     (junk / "photo.jpg").write_bytes(b"\xff\xd8")
     cases.append((mtkfs("mount", junk, mnt), 3, "no readback files"))
     cases.append((mtkfs("mount", p70a.folder, tmp_path / "missing"), 5, "does not exist"))
-    cases.append((mtkfs("mount", p70a.folder, mnt, "-o", "rw"), 2, "read-write"))
+    cases.append((mtkfs("mount", p70a.folder, mnt, "-o", "ro,rw"), 2, "contradict"))
+    cases.append((mtkfs("mount", p70a.folder, mnt, "-o", "rw", "--unlock", "rpmb"), 2, "rpmb"))
     cases.append((mtkfs("mount", p70a.folder, mnt, "--cache-size", "lots"), 2, "not a size"))
     for result, code, words in cases:
         assert result.returncode == code, (result.returncode, result.stderr)

@@ -26,6 +26,9 @@ FORBIDDEN = {
     ),
     "transports": ("pyfuse3", "mtkfs.cache", "mtkfs.fuse", "mtkfs.daemon", "mtkfs.cli"),
     "cache": ("pyfuse3", "mtkfs.fuse", "mtkfs.daemon", "mtkfs.cli"),
+    "commit": ("pyfuse3", "mtkfs.fuse", "mtkfs.daemon", "mtkfs.cli"),
+    "journal": ("trio", "pyfuse3", "mtkfs.cache", "mtkfs.fuse", "mtkfs.daemon", "mtkfs.cli"),
+    "recovery": ("pyfuse3", "mtkfs.fuse", "mtkfs.daemon", "mtkfs.cli"),
     "volume": ("pyfuse3", "mtkfs.fuse", "mtkfs.daemon", "mtkfs.cli"),
     "fuse": ("mtkfs.daemon", "mtkfs.cli"),
 }

@@ -1,0 +1,409 @@
+"""Verified writes: dirty chunks in memory, committed through the journal, verified on the device.
+
+Theory of operation (docs/writes.md is the user-facing version):
+
+* ``write()`` never touches the device. It copies the bytes into the chunk's *dirty* copy — an
+  overlay of the chunk cache (:attr:`ChunkCache.dirty`) that reads see and eviction never drops.
+  The first write to a chunk reads the whole chunk first (read-modify-write): the device is
+  written in whole, aligned chunks (multiples of the transport's erase/program unit), and the
+  journal needs the old bytes anyway.
+* Dirty memory is bounded (``--max-dirty``). A writer that needs a new dirty chunk when the
+  bound is reached commits what is dirty first — writers wait, they never fail for lack of room.
+* A **commit** (fsync, close, the timer, unmount) runs one at a time:
+
+  1. chunks whose bytes did not change are simply clean again (no device write);
+  2. the original of each chunk is saved in the mount's backup session (first write only);
+  3. all chunks are journalled as one transaction and made durable (:mod:`mtkfs.journal`);
+  4. per chunk: write to the transport, verify — the transport's checksum command where it has
+     one, else a read-back that bypasses every cache — retire the journal entry, and only then
+     is the chunk clean (the verified bytes become the cache's clean copy).
+
+* A failed write or verify stops the commit. The failing chunk and the chunks not yet written
+  stay in the journal (the user decides: ``mtkfs journal replay|rollback``), their in-memory
+  copies are dropped so reads show what the device really holds, and the mount turns
+  **failsafe**: further writes get EROFS, and every fsync/close of a file that overlaps an
+  unverified chunk gets EIO. Nothing reports success for a write that was not verified.
+* Commits are shielded from cancellation: once the journal says a transaction is live, the
+  daemon finishes it (or fails it) before anything else happens.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import zlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from mtkfs.cache import ChunkCache, ChunkKey
+from mtkfs.errors import MtkfsError, ReadOnlyError, TransportError, VerifyError
+from mtkfs.journal import BackupSession, ChunkWrite, Entry, Journal
+from mtkfs.transports.base import Transport
+
+log = logging.getLogger(__name__)
+
+#: Partition name → (region, offset_bytes, size_bytes).
+PartitionRanges = Mapping[str, tuple[str, int, int]]
+
+
+@dataclass
+class _Dirty:
+    """Bookkeeping of one dirty chunk (its bytes live in ``ChunkCache.dirty``)."""
+
+    old: bytes
+    since_s: float
+    generation: int = 0
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A chunk whose new bytes are not (verified) on the device; they are in the journal."""
+
+    region: str
+    offset_bytes: int
+    size_bytes: int
+    partitions: tuple[str, ...]
+    reason: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "region": self.region,
+            "offset": self.offset_bytes,
+            "size": self.size_bytes,
+            "partitions": list(self.partitions),
+            "reason": self.reason,
+        }
+
+
+@dataclass
+class WriteStats:
+    """Counters for ``.mtkfs/stats.json`` and ``status.json``."""
+
+    writes: int = 0
+    written_bytes: int = 0
+    commits: int = 0
+    committed_chunks: int = 0
+    committed_bytes: int = 0
+    unchanged_chunks: int = 0
+    backed_up_chunks: int = 0
+    failed_chunks: int = 0
+    last_commit_s: float | None = None
+    held: list[str] = field(default_factory=list)
+
+
+async def verify_on_device(
+    transport: Transport, region: str, offset_bytes: int, new: bytes
+) -> None:
+    """Raise VerifyError unless the device holds ``new`` at ``offset_bytes`` of ``region``.
+
+    The device's checksum command where it has one (one short command instead of the bytes);
+    otherwise a read-back that bypasses every cache.
+    """
+    if transport.has_checksum:
+        crc = await transport.checksum(region, offset_bytes, len(new))
+        if crc is not None:
+            if crc != zlib.crc32(new):
+                raise VerifyError(
+                    f"device checksum {crc:08x} of {region}+{offset_bytes:#x} is not the "
+                    f"{zlib.crc32(new):08x} written"
+                )
+            return
+    got = await transport.read_back(region, offset_bytes, len(new))
+    if got != new:
+        at = next(
+            (i for i, (a, b) in enumerate(zip(got, new, strict=False)) if a != b),
+            min(len(got), len(new)),
+        )
+        raise VerifyError(
+            f"read-back of {region}+{offset_bytes:#x} differs from what was written at byte "
+            f"{offset_bytes + at:#x}"
+        )
+
+
+class WriteBack:
+    """The dirty map and commit pipeline of one rw mount.
+
+    Attributes:
+        failsafe: why the mount turned read-only (None while healthy).
+        failures: chunks not verified on the device, by key.
+        stats: counters.
+    """
+
+    def __init__(
+        self,
+        cache: ChunkCache,
+        journal: Journal,
+        *,
+        max_dirty_bytes: int,
+        partitions: PartitionRanges,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        transport = cache.transport
+        if not transport.writable:
+            raise ReadOnlyError(f"{transport.description} was not opened for writing")
+        if cache.chunk_bytes % transport.write_unit_bytes:
+            raise ValueError(
+                f"chunk size {cache.chunk_bytes} is not a multiple of the write unit "
+                f"{transport.write_unit_bytes}"
+            )
+        self.cache = cache
+        self.transport = transport
+        self.journal = journal
+        self.max_dirty_bytes = max(max_dirty_bytes, cache.chunk_bytes)
+        self.partitions = dict(partitions)
+        self.clock = clock
+        self.failsafe: str | None = None
+        self.failures: dict[ChunkKey, Failure] = {}
+        self.stats = WriteStats()
+        self._meta: dict[ChunkKey, _Dirty] = {}
+        self._dirty_bytes = 0
+        self._lock = trio.Lock()
+        self._session: BackupSession | None = None
+
+    # -- state -----------------------------------------------------------------------------------
+
+    @property
+    def dirty_bytes(self) -> int:
+        """Bytes held in dirty chunks."""
+        return self._dirty_bytes
+
+    @property
+    def dirty_chunks(self) -> int:
+        """Number of dirty chunks."""
+        return len(self._meta)
+
+    @property
+    def backup_session(self) -> str | None:
+        """The id of this mount's backup session (None before the first commit)."""
+        return None if self._session is None else self._session.id
+
+    def partitions_of(self, region: str, start: int, end: int) -> tuple[str, ...]:
+        """Names of the partitions overlapping ``[start, end)`` of ``region``."""
+        return tuple(
+            name
+            for name, (r, offset, size) in self.partitions.items()
+            if r == region and offset < end and start < offset + size
+        )
+
+    def changed_partitions(
+        self, region: str, start: int, old: bytes, new: bytes
+    ) -> tuple[str, ...]:
+        """Partitions whose bytes differ between ``old`` and ``new`` (a chunk at ``start``).
+
+        A chunk may span several partitions; naming only those that really change keeps the
+        journal and the backup listing honest (4 KiB granularity is plenty for people).
+        """
+        block = 4096
+        changed = [i for i in range(0, len(new), block) if old[i : i + block] != new[i : i + block]]
+        if not changed:
+            return ()
+        return self.partitions_of(region, start + changed[0], start + changed[-1] + block)
+
+    def _key_range(self, key: ChunkKey) -> tuple[int, int]:
+        region, index = key
+        start = index * self.cache.chunk_bytes
+        end = min(start + self.cache.chunk_bytes, self.transport.regions[region].size_bytes)
+        return start, end
+
+    # -- writing ---------------------------------------------------------------------------------
+
+    async def write(self, region: str, offset_bytes: int, data: bytes) -> None:
+        """Put ``data`` into dirty chunks (the region range was checked by the volume)."""
+        if self.failsafe is not None:
+            raise ReadOnlyError(f"the mount turned read-only after a failed write: {self.failsafe}")
+        chunk = self.cache.chunk_bytes
+        done = 0
+        while done < len(data):
+            position = offset_bytes + done
+            index, within = divmod(position, chunk)
+            take = min(chunk - within, len(data) - done)
+            key = (region, index)
+            await self._make_dirty(key)
+            self.cache.dirty[key][within : within + take] = data[done : done + take]
+            self._meta[key].generation += 1
+            done += take
+        self.stats.writes += 1
+        self.stats.written_bytes += len(data)
+
+    async def _make_dirty(self, key: ChunkKey) -> None:
+        """Ensure ``key`` has a dirty copy, making room and reading the chunk first."""
+        while key not in self._meta:
+            if self._dirty_bytes + self.cache.chunk_bytes > self.max_dirty_bytes and self._meta:
+                # Full: the writer itself commits (and so waits) before adding more.
+                await self.commit()
+                continue
+            start, end = self._key_range(key)
+            base = await self.cache.read(key[0], start, end - start)
+            if self.failsafe is not None:
+                raise ReadOnlyError(f"the mount turned read-only: {self.failsafe}")
+            if key in self._meta:  # another writer got here while we read
+                return
+            self.cache.dirty[key] = bytearray(base)
+            self._meta[key] = _Dirty(old=base, since_s=self.clock())
+            self._dirty_bytes += len(base)
+
+    # -- committing ------------------------------------------------------------------------------
+
+    async def sync(self, region: str, start: int, end: int) -> None:
+        """Commit the dirty chunks of ``[start, end)`` of ``region``; raise VerifyError if any
+        chunk there is not verified on the device (now or from an earlier commit)."""
+        chunk = self.cache.chunk_bytes
+        first, last = start // chunk, (max(end, start + 1) - 1) // chunk
+
+        def inside(key: ChunkKey) -> bool:
+            return key[0] == region and first <= key[1] <= last
+
+        await self._commit(inside)
+        for key, failure in self.failures.items():
+            if inside(key):
+                raise VerifyError(
+                    f"{','.join(failure.partitions) or region}: data at {region}+"
+                    f"{failure.offset_bytes:#x} is not on the device ({failure.reason}); it is "
+                    "kept in the journal"
+                )
+
+    async def commit(self) -> None:
+        """Commit every dirty chunk."""
+        await self._commit(lambda key: True)
+
+    async def commit_older_than(self, age_s: float) -> None:
+        """Commit the chunks dirty for at least ``age_s`` (the timer)."""
+        limit = self.clock() - age_s
+        await self._commit(lambda key: self._meta[key].since_s <= limit)
+
+    async def _commit(self, select: Callable[[ChunkKey], bool]) -> None:
+        async with self._lock:
+            keys = sorted(k for k in self._meta if select(k))
+            if not keys:
+                return
+            if self.failsafe is not None:
+                raise VerifyError(
+                    f"{len(keys)} chunk(s) not written: the mount is read-only after a failed "
+                    f"write ({self.failsafe})"
+                )
+            with trio.CancelScope(shield=True):
+                await self._commit_keys(keys)
+
+    async def _commit_keys(self, keys: list[ChunkKey]) -> None:
+        batch: list[tuple[ChunkKey, bytes, int]] = []
+        for key in keys:
+            meta = self._meta[key]
+            new = bytes(self.cache.dirty[key])
+            if new == meta.old:
+                self.stats.unchanged_chunks += 1
+                await self._clean(key, new, meta.generation)
+            else:
+                batch.append((key, new, meta.generation))
+        if not batch:
+            return
+        self.stats.commits += 1
+        writes = []
+        for key, new, _ in batch:
+            start, _ = self._key_range(key)
+            old = self._meta[key].old
+            names = self.changed_partitions(key[0], start, old, new)
+            writes.append(ChunkWrite(key[0], start, old, new, names))
+        entries = await trio.to_thread.run_sync(self._journal_batch, writes)
+        log.info("committing %d chunk(s), %d bytes", len(batch), sum(len(w.new) for w in writes))
+        keyed = [(entry, key) for entry, (key, _, _) in zip(entries, batch, strict=True)]
+        for position, (entry, (key, new, generation)) in enumerate(
+            zip(entries, batch, strict=True)
+        ):
+            try:
+                await self.transport.write(entry.region, entry.offset_bytes, new)
+                await verify_on_device(self.transport, entry.region, entry.offset_bytes, new)
+            except TransportError as exc:
+                await self._fail(keyed[position], exc, keyed[position + 1 :])
+                raise VerifyError(
+                    f"{entry.describe()}: {exc}; the mount is now read-only and the data is "
+                    "kept in the journal"
+                ) from exc
+            await trio.to_thread.run_sync(self.journal.retire, entry)
+            self.stats.committed_chunks += 1
+            self.stats.committed_bytes += len(new)
+            await self._clean(key, new, generation)
+        self.stats.last_commit_s = time.time()
+
+    def _journal_batch(self, writes: list[ChunkWrite]) -> list[Entry]:
+        """Worker thread: back up originals (first write per session), then journal the batch."""
+        if self._session is None:
+            self._session = self.journal.new_session(self.cache.chunk_bytes, self.partitions)
+        for write in writes:
+            index = write.offset_bytes // self.cache.chunk_bytes
+            if index not in self._session.chunks(write.region):
+                self._session.save(write.region, index, write.old)
+                self.stats.backed_up_chunks += 1
+        self._session.note_written([n for w in writes for n in w.partitions])
+        return self.journal.begin(writes)
+
+    async def _clean(self, key: ChunkKey, new: bytes, generation: int) -> None:
+        """The device holds ``new`` for ``key`` (verified, or never changed)."""
+        meta = self._meta[key]
+        if meta.generation == generation:
+            del self._meta[key]
+            del self.cache.dirty[key]
+            self._dirty_bytes -= len(new)
+        else:
+            # Written again during the commit: still dirty, relative to what is now stored.
+            meta.old = new
+        self.cache.committed(key, new)
+        disk = self.cache.disk
+        if disk is not None and len(new) == self.cache.chunk_bytes:
+            await disk.store(key[0], key[1], new)
+
+    async def _fail(
+        self,
+        failed: tuple[Entry, ChunkKey],
+        exc: MtkfsError,
+        unwritten: list[tuple[Entry, ChunkKey]],
+    ) -> None:
+        """Turn failsafe: keep the journal entries, drop the in-memory copies, remember why."""
+        entry, key = failed
+        reason = str(exc)
+        self.failsafe = f"{entry.describe()}: {reason}"
+        log.error("write failed, mount is now read-only: %s", self.failsafe)
+        await trio.to_thread.run_sync(self.journal.mark_failed, entry, reason)
+        stopped = f"not written: the commit stopped at {entry.region}+{entry.offset_bytes:#x}"
+        for failed_entry, failed_key, why in [(entry, key, reason)] + [
+            (e, k, stopped) for e, k in unwritten
+        ]:
+            self.failures[failed_key] = Failure(
+                failed_entry.region,
+                failed_entry.offset_bytes,
+                failed_entry.size_bytes,
+                failed_entry.partitions,
+                why,
+            )
+            self.stats.failed_chunks += 1
+            # The journal has the bytes; reads now show what the device really holds.
+            self._dirty_bytes -= len(self.cache.dirty.pop(failed_key, b""))
+            self._meta.pop(failed_key, None)
+            self.cache.forget(failed_key)
+
+    async def close(self) -> None:
+        """Unmount: commit everything; after a failure keep what is left in the journal."""
+        try:
+            await self.commit()
+        except MtkfsError as exc:
+            log.error("final commit failed: %s", exc)
+        async with self._lock:
+            if not self._meta:
+                return
+            keys = sorted(self._meta)
+            writes = []
+            for key in keys:
+                start, _ = self._key_range(key)
+                old, new = self._meta[key].old, bytes(self.cache.dirty[key])
+                names = self.changed_partitions(key[0], start, old, new)
+                writes.append(ChunkWrite(key[0], start, old, new, names))
+            with trio.CancelScope(shield=True):
+                entries = await trio.to_thread.run_sync(self.journal.begin, writes)
+            self.stats.held = [e.describe() for e in entries]
+            log.error(
+                "%d chunk(s) were not written (the mount is read-only after a failed write); "
+                "they are kept in the journal: see `mtkfs journal show`",
+                len(entries),
+            )
