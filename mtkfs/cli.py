@@ -12,7 +12,6 @@ import errno
 import json
 import logging
 import os
-import re
 import subprocess
 import sys
 import time
@@ -22,8 +21,9 @@ from typing import Any
 
 import trio
 
-from mtkfs import __version__, recovery
+from mtkfs import __version__
 from mtkfs.cache import ChunkCache
+from mtkfs.cli_writes import add_journal_dir, add_write_commands, cmd_journal, cmd_status
 from mtkfs.daemon import (
     DEFAULT_CACHE_BYTES,
     DEFAULT_COMMIT_INTERVAL_S,
@@ -33,36 +33,15 @@ from mtkfs.daemon import (
     serve,
 )
 from mtkfs.discover import discover_map
-from mtkfs.errors import JournalError, MountpointError, MtkfsError, UsageError
-from mtkfs.journal import Journal, default_journal_root
+from mtkfs.errors import MountpointError, MtkfsError
 from mtkfs.log import setup_logging
 from mtkfs.maps.report import map_report
 from mtkfs.mounts import mount_entry
 from mtkfs.transports import open_transport
 from mtkfs.transports.linkmodel import parse_link_spec
+from mtkfs.units import human_size, parse_size
 
 log = logging.getLogger(__name__)
-
-_SIZE = re.compile(r"^\s*(\d+)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
-_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-
-
-def parse_size(text: str) -> int:
-    """``256M``, ``1G``, ``512k``, ``4096`` → bytes (binary units, as dd and cache sizes use)."""
-    match = _SIZE.match(text)
-    if not match:
-        raise UsageError(f"not a size: {text!r} (examples: 256M, 1G, 65536)")
-    return int(match.group(1)) * _UNITS[match.group(2).lower()]
-
-
-def human_size(size_bytes: int) -> str:
-    """Bytes as a short binary-unit string (``3.0 MiB``)."""
-    value = float(size_bytes)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
 
 
 def default_log_file() -> Path:
@@ -125,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="commit data written this long ago even without fsync/close (default 5; 0: never)",
     )
-    _add_journal_dir(writes)
+    add_journal_dir(writes)
     writes.add_argument("--inject-faults", metavar="SPEC", help=argparse.SUPPRESS)
     mount.add_argument(
         "--cache-size",
@@ -171,59 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("--json", action="store_true", help="machine-readable output")
     ls.add_argument("--debug", action="store_true", help="verbose logging, tracebacks")
 
-    status = sub.add_parser(
-        "status",
-        help="is a mount healthy? (dirty data, failed writes, failsafe read-only)",
-        description="Print the state of an mtkfs mount. Exit status 0: healthy; 7: the mount "
-        "turned read-only after a write the device did not verify.",
-    )
-    status.add_argument("mountpoint", metavar="MOUNTPOINT", type=Path)
-    status.add_argument("--json", action="store_true", help="machine-readable output")
-    status.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
-
-    journal = sub.add_parser(
-        "journal",
-        help="show, finish (replay) or undo (rollback) journalled writes of a source",
-        description="Every write to a device is journalled (old and new bytes) before the "
-        "device sees it. After a crash, an unplugged device or a failed verify, the unfinished "
-        "writes wait here for your decision; a read-write mount refuses to start until then.",
-    )
-    actions = journal.add_subparsers(dest="action", required=True, metavar="ACTION")
-    show = actions.add_parser("show", help="list unfinished writes and backup sessions")
-    show.add_argument("--json", action="store_true", help="machine-readable output")
-    replay = actions.add_parser(
-        "replay", help="finish unfinished writes: write their new bytes and verify"
-    )
-    rollback = actions.add_parser(
-        "rollback",
-        help="undo: unfinished writes first, then the newest backup session (or --session)",
-        description="Write back old bytes, newest first: first the unfinished writes, then the "
-        "original content saved by the newest backup session that was not rolled back yet "
-        "(every partition it touched, or only PART...). Run it again to undo older sessions.",
-    )
-    rollback.add_argument("partitions", nargs="*", metavar="PART", help="only these partitions")
-    rollback.add_argument("--session", metavar="ID", help="restore this backup session")
-    rollback.add_argument(
-        "--pending-only", action="store_true", help="only undo the unfinished writes"
-    )
-    prune = actions.add_parser("prune", help="delete backup sessions to free disk space")
-    prune.add_argument(
-        "--keep", type=int, default=0, metavar="N", help="keep the newest N sessions (default 0)"
-    )
-    for action in (show, replay, rollback, prune):
-        action.add_argument("source", metavar="SOURCE")
-        _add_journal_dir(action)
-        action.add_argument("--debug", action="store_true", help="verbose logging, tracebacks")
+    add_write_commands(sub)
     return parser
-
-
-def _add_journal_dir(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
-    parser.add_argument(
-        "--journal-dir",
-        type=Path,
-        metavar="DIR",
-        help=f"where write journals live (default {default_journal_root()})",
-    )
 
 
 def _add_map_args(parser: argparse.ArgumentParser) -> None:
@@ -462,146 +390,6 @@ def cmd_ls(args: argparse.Namespace) -> int:
     for warning in report["warnings"]:
         print(f"warning: {warning}")
     return 0
-
-
-# -- status --------------------------------------------------------------------------------------
-
-
-def cmd_status(args: argparse.Namespace) -> int:
-    mountpoint: Path = args.mountpoint.absolute()
-    entry = mount_entry(mountpoint)
-    if entry is None or entry.fstype != "fuse.mtkfs":
-        raise MountpointError(f"{mountpoint} is not an mtkfs mount")
-    try:
-        status = json.loads((mountpoint / ".mtkfs" / "status.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise MountpointError(
-            f"{mountpoint} does not answer ({exc}); if its daemon is gone: mtkfs umount "
-            f"{mountpoint}"
-        ) from exc
-    healthy = status.get("failsafe") is None
-    if args.json:
-        json.dump(status, sys.stdout, indent=2)
-        print()
-        return 0 if healthy else JournalError.exit_code
-    mode = "read-only" if status.get("writes") is None else "read-write"
-    print(f"{mountpoint}: {status['source']}")
-    if healthy:
-        print(f"state:  mounted {mode}, healthy")
-    else:
-        print("state:  FAILSAFE read-only: a write was not verified on the device")
-        print(f"        {status['failsafe']}")
-    writes = status.get("writes")
-    if writes is not None:
-        print(
-            f"writes: {human_size(writes['written_bytes'])} written, "
-            f"{writes['committed_chunks']} chunk(s) committed and verified, "
-            f"{human_size(writes['dirty_bytes'])} not yet committed"
-        )
-        for failure in writes["failures"]:
-            names = ",".join(failure["partitions"]) or failure["region"]
-            print(
-                f"  failed: {names} at {failure['region']}+{failure['offset']:#x} "
-                f"({failure['size']} bytes): {failure['reason']}"
-            )
-        print(f"journal: {writes['journal']}")
-        if not healthy:
-            print(
-                "what now: unmount, then `mtkfs journal show SOURCE` and `mtkfs journal "
-                "replay SOURCE` (write again) or `mtkfs journal rollback SOURCE` (undo)"
-            )
-    for warning in status.get("warnings", []):
-        print(f"warning: {warning}")
-    return 0 if healthy else JournalError.exit_code
-
-
-# -- journal -------------------------------------------------------------------------------------
-
-
-async def _journal(args: argparse.Namespace) -> int:
-    writes = args.action in ("replay", "rollback")
-    root = args.journal_dir.absolute() if args.journal_dir else default_journal_root()
-    transport = open_transport(args.source, writable=writes)
-    try:
-        journal = Journal.open(root, transport.device_id, transport.description)
-        try:
-            return await _journal_action(args, transport, journal)
-        finally:
-            journal.close()
-    finally:
-        await transport.aclose()
-
-
-async def _journal_action(args: argparse.Namespace, transport: Any, journal: Journal) -> int:
-    def progress(line: str) -> None:
-        print(line, file=sys.stderr)
-
-    if args.action == "show":
-        report = await recovery.show(transport, journal)
-        if args.json:
-            json.dump(report, sys.stdout, indent=2)
-            print()
-        else:
-            _print_journal(report)
-        return JournalError.exit_code if report["unfinished"] else 0
-    if args.action == "replay":
-        count = await recovery.replay(transport, journal, progress)
-        print(f"replayed {count} unfinished write(s); each verified on the device")
-        return 0
-    if args.action == "rollback":
-        count = await recovery.rollback_pending(transport, journal, progress)
-        print(f"rolled back {count} unfinished write(s)")
-        if not args.pending_only:
-            session = recovery.pick_session(journal, args.session)
-            if session is None:
-                print("no backup session left to restore")
-            else:
-                changed = await recovery.restore_session(
-                    transport, journal, session, args.partitions, progress
-                )
-                what = ", ".join(args.partitions) or "every partition it touched"
-                print(
-                    f"restored backup session {session.id} ({what}): {changed} chunk(s) "
-                    "written back and verified"
-                )
-        return 0
-    result = recovery.prune(journal, args.keep)
-    print(f"removed {result.sessions} backup session(s), {human_size(result.bytes)}")
-    return 0
-
-
-def _print_journal(report: dict[str, Any]) -> None:
-    print(f"source:  {report['source']}")
-    print(f"journal: {report['journal']}")
-    pending = report["unfinished"]
-    if not pending:
-        print("unfinished writes: none")
-    else:
-        print(f"unfinished writes: {len(pending)}")
-        print(f"  {'TXN':>5} {'PARTITION':<16} {'REGION':<6} {'OFFSET':>12} {'SIZE':>10} STATE")
-        for e in pending:
-            names = ",".join(e["partitions"]) or "-"
-            state = f"{e['state']}, device holds {e['device_holds']}"
-            print(
-                f"  {e['txn']:>5} {names:<16} {e['region']:<6} {e['offset']:>#12x} "
-                f"{human_size(e['size']):>10} {state}"
-            )
-            if e["reason"]:
-                print(f"        {e['reason']}")
-        source = report["device_id"].removeprefix("image:")
-        print(
-            f"decide: mtkfs journal replay {source}   (write the new bytes)\n"
-            f"        mtkfs journal rollback {source} --pending-only   (put the old ones back)"
-        )
-    backups = report["backups"]
-    print(f"backup sessions: {len(backups) or 'none'}")
-    for b in backups:
-        parts = ", ".join(b["partitions"]) or "-"
-        print(f"  {b['id']}  {b['state']:<11} {human_size(b['bytes']):>10}  {parts}")
-
-
-def cmd_journal(args: argparse.Namespace) -> int:
-    return trio.run(_journal, args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mtkfs.cli import human_size, parse_size
 from mtkfs.errors import UsageError, all_errors
 from mtkfs.maps.names import MAX_NAME_CHARS, clean_name, unique_names
+from mtkfs.units import human_size, parse_size
 
 ROOT = Path(__file__).resolve().parents[2]
 
