@@ -90,6 +90,8 @@ clean() {
     unmount_all
     rmdir "$MNT" "$SYS" 2>/dev/null || true
     if [[ -e demo-data ]]; then
+        # The demo image's write journal and backups (if you tried writes) go with it.
+        [[ ! -d $DATA ]] || mtkfs journal prune "$DATA" >/dev/null 2>&1 || true
         run rm -rf demo-data
     fi
     note "demo cleaned up"
@@ -193,6 +195,18 @@ main() {
   cat $MNT/.mtkfs/status.json
 EOF
     [[ $loop_ok -eq 0 ]] || echo "  ls -l $SYS/app"
+    local first="$MTKFS_SHOWN umount $MNT"
+    [[ $loop_ok -eq 0 ]] || first="${sudo_shown}umount $SYS && $first"
+    section "Writes: verified flash operations (docs/writes.md)"
+    cat <<EOF
+  $first
+  $MTKFS_SHOWN mount -o rw $DATA $MNT
+  head -c 1M /dev/urandom > /tmp/new-boot.img
+  dd if=/tmp/new-boot.img of=$MNT/boot.img conv=notrunc,fsync   # journalled, written, verified
+  dd if=/dev/zero of=$MNT/nvram.img conv=notrunc count=1        # refused: protected partition
+  $MTKFS_SHOWN status $MNT
+  $MTKFS_SHOWN umount $MNT && $MTKFS_SHOWN journal rollback $DATA   # boot as it was before
+EOF
     section "When done, unmount"
     if [[ $loop_ok -eq 1 ]]; then
         echo "  ${sudo_shown}umount $SYS && $MTKFS_SHOWN umount $MNT"
