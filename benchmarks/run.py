@@ -9,6 +9,7 @@ benchmark 1 also reads from disk) and removed afterwards; about 1.5 GB of disk, 
 2. link efficiency — ``cp`` over the link model (USB 2.0; U-Boot at 115200 baud) vs the ideal.
 3. laziness — loop-mount a 2 GiB ext4 from the mount over USB 2.0, read one 3 MiB file.
 4. random 4 KiB reads — p50/p99 latency of cache misses and hits.
+5. writes — verified ``dd conv=fsync`` through an rw mount vs straight into the image; over USB 2.0.
 
 Not part of the test suite (pytest only collects ``tests/``): numbers depend on the machine.
 """
@@ -31,12 +32,19 @@ import bench_image
 import bench_lazy
 import bench_link
 import bench_random
+import bench_write
 from benchlib import GiB, MiB, Report, mount_supports
 from images import build_bench_image, build_nor_image
 
 from mtkfs import __version__
 
-NAMES = {1: "1 image mode", 2: "2 link efficiency", 3: "3 laziness", 4: "4 random 4 KiB"}
+NAMES = {
+    1: "1 image mode",
+    2: "2 link efficiency",
+    3: "3 laziness",
+    4: "4 random 4 KiB",
+    5: "5 writes",
+}
 
 
 def preflight() -> list[str]:
@@ -101,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     try:
         image = nor = None
-        if {1, 2, 4} & set(selected):
+        if {1, 2, 4, 5} & set(selected):
             print("building bench.img (1 GiB + 256 MiB of random bytes)…", flush=True)
             image = build_bench_image(work, data_bytes=1 * GiB, copy_bytes=256 * MiB)
             nor = build_nor_image(work)
@@ -110,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
             2: lambda: bench_link.run(report, image, nor, work),
             3: lambda: bench_lazy.run(report, work, link_model=has_link_model),
             4: lambda: bench_random.run(report, image, work),
+            5: lambda: bench_write.run(report, image, work),
         }
         for number in selected:
             print(f"benchmark {NAMES[number]}…", flush=True)
