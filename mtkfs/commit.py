@@ -241,6 +241,8 @@ class WriteBack:
                 raise ReadOnlyError(f"the mount turned read-only: {self.failsafe}")
             if key in self._meta:  # another writer got here while we read
                 return
+            if self._dirty_bytes + self.cache.chunk_bytes > self.max_dirty_bytes and self._meta:
+                continue  # other writers filled the room while we read: commit first
             self.cache.dirty[key] = bytearray(base)
             self._meta[key] = _Dirty(old=base, since_s=self.clock())
             self._dirty_bytes += len(base)

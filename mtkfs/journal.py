@@ -78,7 +78,8 @@ def default_journal_root() -> Path:
 def device_folder(device_id: str) -> str:
     """A folder name for a device: readable prefix plus a hash (ids hold ``/`` and ``:``)."""
     readable = re.sub(r"[^A-Za-z0-9._-]+", "_", device_id.rsplit("/", 1)[-1])[:40]
-    digest = hashlib.sha256(device_id.encode()).hexdigest()[:16]
+    # surrogatepass: ids built from file names may hold undecodable bytes (surrogate escapes).
+    digest = hashlib.sha256(device_id.encode("utf-8", "surrogatepass")).hexdigest()[:16]
     return f"{readable}-{digest}"
 
 
@@ -416,11 +417,13 @@ class Journal:
         backup = self.folder / "backup"
         if not backup.is_dir():
             return []
-        return [
+        sessions = [
             BackupSession(p)
-            for p in sorted(backup.iterdir())
+            for p in backup.iterdir()
             if _SESSION.match(p.name) and (p / "session.json").exists()
         ]
+        # By start time: the names sort by second, then by pid as text (``-1000`` < ``-999``).
+        return sorted(sessions, key=lambda s: (float(s.meta.get("started_s", 0.0)), s.id))
 
 
 class BackupSession:
