@@ -63,6 +63,12 @@ def add_write_commands(sub: Any) -> None:
     rollback.add_argument(
         "--pending-only", action="store_true", help="only undo the unfinished writes"
     )
+    rollback.add_argument(
+        "--force",
+        action="store_true",
+        help="also restore chunks that changed after the session (by a newer mount or "
+        "another tool); without it they are skipped and listed",
+    )
     prune = actions.add_parser("prune", help="delete backup sessions to free disk space")
     prune.add_argument("source", metavar="SOURCE")
     prune.add_argument(
@@ -174,14 +180,23 @@ async def _journal_action(args: argparse.Namespace, transport: Transport, journa
             if session is None:
                 print("no backup session left to restore")
             else:
-                changed = await recovery.restore_session(
-                    transport, journal, session, args.partitions, progress
+                restored = await recovery.restore_session(
+                    transport, journal, session, args.partitions, progress, force=args.force
                 )
                 what = ", ".join(args.partitions) or "every partition it touched"
                 print(
-                    f"restored backup session {session.id} ({what}): {changed} chunk(s) "
+                    f"restored backup session {session.id} ({what}): {restored.changed} chunk(s) "
                     "written back and verified"
                 )
+                if restored.skipped:
+                    print(
+                        f"skipped {len(restored.skipped)} chunk(s) changed after that session "
+                        f"(by a newer mount or another tool): {', '.join(restored.skipped[:8])}"
+                        f"{' …' if len(restored.skipped) > 8 else ''}; roll back newer sessions "
+                        "first, or pass --force to overwrite those changes",
+                        file=sys.stderr,
+                    )
+                    return JournalError.exit_code
         return 0
     result = recovery.prune(journal, args.keep)
     print(f"removed {result.sessions} backup session(s), {human_size(result.bytes)}")

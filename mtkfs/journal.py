@@ -33,7 +33,8 @@ The **backup area** keeps, per mount session, each chunk's content from before t
 first write to it, so a partition can be rolled back even after its commit succeeded. A session
 is ``session.json`` plus per region a sparse ``<region>.data`` (chunks at their own offsets) and
 an append-only ``<region>.chunks`` index of ``index size crc32`` lines, each appended (and
-fsynced) only after its data was fsynced.
+fsynced) only after its data was fsynced, and ``<region>.after`` lines ``index crc32`` of what
+the session wrote and verified (rollback checks nothing else changed the chunk since).
 
 Everything here is blocking file I/O: the commit pipeline calls it from a worker thread.
 """
@@ -61,7 +62,8 @@ MAGIC = b"MTKFSJ01"
 _COMMITTED = "COMMITTED"
 _ENTRY = re.compile(r"^entry-(\d{6})\.bin$")
 _TXN = re.compile(r"^\d{8}$")
-_SESSION = re.compile(r"^\d{8}T\d{6}-\d+$")
+_SESSION = re.compile(r"^\d{8}T\d{6}-\d+(?:-\d+)?$")
+_AFTER_LINE = re.compile(r"^(\d+) ([0-9a-f]{8})$")
 _CHUNK_LINE = re.compile(r"^(\d+) (\d+) ([0-9a-f]{8})$")
 
 
@@ -78,6 +80,7 @@ def default_journal_root() -> Path:
 def device_folder(device_id: str) -> str:
     """A folder name for a device: readable prefix plus a hash (ids hold ``/`` and ``:``)."""
     readable = re.sub(r"[^A-Za-z0-9._-]+", "_", device_id.rsplit("/", 1)[-1])[:40]
+    readable = readable.lstrip("-._") or "device"  # never a name a shell takes for an option
     # surrogatepass: ids built from file names may hold undecodable bytes (surrogate escapes).
     digest = hashlib.sha256(device_id.encode("utf-8", "surrogatepass")).hexdigest()[:16]
     return f"{readable}-{digest}"
@@ -301,16 +304,24 @@ class Journal:
         folder.mkdir()
         now = time.time()
         entries = []
-        for index, write in enumerate(writes):
-            path = folder / f"entry-{index:06d}.bin"
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-            try:
+        fds = []
+        try:
+            # Write every entry first and fsync them after: the kernel starts writing the early
+            # ones back while later ones are copied in (2-3x faster than write+fsync each).
+            for index, write in enumerate(writes):
+                path = folder / f"entry-{index:06d}.bin"
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+                fds.append(fd)
                 view = memoryview(encode_entry(self.device_id, write, now))
                 while view:
                     view = view[os.write(fd, view) :]
+            for fd in fds:
                 os.fsync(fd)
-            finally:
+        finally:
+            for fd in fds:
                 os.close(fd)
+        for index, write in enumerate(writes):
+            path = folder / f"entry-{index:06d}.bin"
             entries.append(
                 Entry(
                     number,
@@ -342,6 +353,11 @@ class Journal:
         if not any(_ENTRY.match(p.name) for p in folder.iterdir()):
             shutil.rmtree(folder, ignore_errors=True)
 
+    def retire_many(self, entries: list[Entry]) -> None:
+        """:meth:`retire` each of ``entries``."""
+        for entry in entries:
+            self.retire(entry)
+
     def mark_failed(self, entry: Entry, reason: str) -> None:
         """The device did not verify this entry; keep it, say why."""
         _write_durably(entry.path.with_suffix(".failed"), (reason + "\n").encode())
@@ -358,7 +374,9 @@ class Journal:
                 if not match:
                     continue
                 with open(path, "rb") as stream:
-                    header = decode_header(stream.read(64 << 10), path)
+                    head = stream.read(12)
+                    length = struct.unpack_from("<I", head, 8)[0] if len(head) == 12 else 0
+                    header = decode_header(head + stream.read(length), path)
                 entries.append(
                     Entry(
                         number,
@@ -398,7 +416,14 @@ class Journal:
         """Start the backup session of a mount (``partitions``: name → region, offset, size)."""
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
         folder = self.folder / "backup" / f"{stamp}-{os.getpid()}"
-        folder.mkdir()
+        serial = 1
+        while True:
+            try:
+                folder.mkdir()
+                break
+            except FileExistsError:  # a second session of this process within one second
+                serial += 1
+                folder = self.folder / "backup" / f"{stamp}-{os.getpid()}-{serial}"
         meta = {
             "device_id": self.device_id,
             "started_s": time.time(),
@@ -514,6 +539,77 @@ class BackupSession:
         finally:
             os.close(fd)
         saved[index] = (len(data), zlib.crc32(data))
+
+    def save_many(self, chunks: list[tuple[str, int, bytes]]) -> None:
+        """:meth:`save` several (region, index, data) at once: one fdatasync per region file
+        and one fsync per index, instead of one pair per chunk."""
+        by_region: dict[str, list[tuple[int, bytes]]] = {}
+        for region, index, data in chunks:
+            if index not in self.chunks(region):
+                by_region.setdefault(region, []).append((index, data))
+        for region, items in by_region.items():
+            fd = os.open(
+                self.folder / f"{region}.data", os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600
+            )
+            try:
+                for index, data in items:
+                    view, offset = memoryview(data), index * self.chunk_bytes
+                    while view:
+                        written = os.pwrite(fd, view, offset)
+                        view, offset = view[written:], offset + written
+                os.fdatasync(fd)
+            finally:
+                os.close(fd)
+            lines = "".join(f"{i} {len(d)} {zlib.crc32(d):08x}\n" for i, d in items).encode()
+            fd = os.open(
+                self.folder / f"{region}.chunks",
+                os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
+                0o600,
+            )
+            try:
+                view = memoryview(lines)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            saved = self.chunks(region)
+            for index, data in items:
+                saved.setdefault(index, (len(data), zlib.crc32(data)))
+
+    def note_committed(self, chunks: list[tuple[str, int, int]]) -> None:
+        """Record (region, index, crc32) of chunks this session wrote and verified, durably.
+
+        Rollback compares the device with the last of these: a chunk that no longer holds what
+        this session wrote was changed by something else since (a later mount, another tool, an
+        image file replaced at the same path) and is not overwritten without ``--force``.
+        """
+        by_region: dict[str, list[str]] = {}
+        for region, index, crc in chunks:
+            by_region.setdefault(region, []).append(f"{index} {crc:08x}\n")
+        for region, lines in by_region.items():
+            fd = os.open(
+                self.folder / f"{region}.after",
+                os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
+                0o600,
+            )
+            try:
+                view = memoryview("".join(lines).encode())
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    def committed_crc(self, region: str) -> dict[int, int]:
+        """Chunk index → CRC-32 of what this session last wrote there (torn lines ignored)."""
+        found: dict[int, int] = {}
+        with contextlib.suppress(FileNotFoundError):
+            for line in (self.folder / f"{region}.after").read_text().splitlines():
+                match = _AFTER_LINE.match(line)
+                if match:
+                    found[int(match.group(1))] = int(match.group(2), 16)
+        return found
 
     def load(self, region: str, index: int) -> bytes:
         """Saved chunk ``index`` of ``region``, CRC-checked."""

@@ -130,10 +130,15 @@ async def restore_session(
     session: BackupSession,
     partitions: Collection[str],
     progress: Progress,
-) -> int:
+    *,
+    force: bool = False,
+) -> RestoreResult:
     """Write the session's original bytes back (only ``partitions``' ranges if any are named).
 
-    Returns the number of chunks changed. A chunk that already holds its original is skipped.
+    A chunk that already holds its original is left alone. A chunk that holds neither its
+    original nor what this session last wrote was changed by something else since (a newer
+    mount, another tool, a different image at the same path): it is skipped and reported
+    unless ``force``, because writing it back would destroy that later change.
     """
     ranges = session.partitions
     unknown = [p for p in partitions if p not in ranges]
@@ -145,10 +150,12 @@ async def restore_session(
     chunk = session.chunk_bytes
     batch: list[ChunkWrite] = []
     changed = 0
+    skipped: list[str] = []
     for region in session.regions():
         selected = [ranges[p] for p in partitions if ranges[p][0] == region]
         if partitions and not selected:
             continue
+        written = session.committed_crc(region)
         for index in sorted(session.chunks(region)):
             start = index * chunk
             original = session.load(region, index)
@@ -158,6 +165,13 @@ async def restore_session(
             if partitions and not spans:
                 continue
             current = await transport.read_back(region, start, len(original))
+            if (
+                not force
+                and current != original
+                and zlib.crc32(current) != written.get(index, zlib.crc32(original))
+            ):
+                skipped.append(f"{region}+{start:#x}")
+                continue
             if partitions:
                 merged = bytearray(current)
                 for a, b in spans:
@@ -175,9 +189,17 @@ async def restore_session(
                 changed += await _apply(transport, journal, batch, progress)
                 batch = []
     changed += await _apply(transport, journal, batch, progress)
-    if not partitions:
+    if not partitions and not skipped:
         session.mark("rolled-back")
-    return changed
+    return RestoreResult(changed, skipped)
+
+
+@dataclass(frozen=True)
+class RestoreResult:
+    """What :func:`restore_session` did: chunks written back, chunks skipped (changed since)."""
+
+    changed: int
+    skipped: list[str]
 
 
 async def _apply(

@@ -24,7 +24,7 @@ import trio
 from mtkfs.errors import DeviceGoneError, TransportError, UsageError
 from mtkfs.transports.base import Transport
 
-_ITEM = re.compile(r"^(flip-bit|fail-write|drop)@(\d+)$|^write-delay=(\d+(?:\.\d*)?|\.\d+)$")
+_ITEM = re.compile(r"^(flip-bit|fail-write|drop)@([1-9]\d*)$|^write-delay=(\d+(?:\.\d*)?|\.\d+)$")
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import random
 import re
+import zlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -181,7 +182,9 @@ async def test_multi_chunk_write_with_ragged_ends(tmp_path: Path) -> None:
         assert await r.cache.read("user", at(2), 5 * CHUNK) == bytes(r.expected[at(2) : at(7)])
         await r.wb.commit()
         assert r.disk() == r.expected
-        assert r.faulty.writes == 5
+        assert r.wb.stats.committed_chunks == 5
+        # Adjacent chunks go to the device as one command (one round trip on a link).
+        assert r.faulty.writes == 1
 
 
 async def test_unchanged_bytes_are_never_written(tmp_path: Path) -> None:
@@ -244,8 +247,8 @@ async def test_max_dirty_commits_along_the_way(tmp_path: Path) -> None:
         for index in range(10):
             await r.write(at(index, 33), _pattern(100, seed=index))
             assert r.wb.dirty_bytes <= 3 * CHUNK
-        assert r.faulty.writes == 10 - r.wb.dirty_chunks
-        assert r.faulty.writes >= 7
+        assert r.wb.stats.committed_chunks == 10 - r.wb.dirty_chunks
+        assert r.wb.stats.committed_chunks >= 7
         # One write call spanning more chunks than the bound.
         await r.write(at(1, 1), _pattern(8 * CHUNK, seed=99))
         assert r.wb.dirty_bytes <= 3 * CHUNK
@@ -468,3 +471,48 @@ async def test_close_commits_everything_when_healthy(tmp_path: Path) -> None:
         assert r.disk() == r.expected
         assert r.journal.unfinished() == []
         assert r.wb.stats.held == []
+
+
+@pytest.mark.parametrize("checksum", [None, True])
+async def test_a_bad_chunk_inside_a_run_fails_alone(tmp_path: Path, checksum: bool | None) -> None:
+    """Adjacent chunks are written with one command and verified as a whole; when that fails,
+    each chunk is checked on its own: the good ones are committed, only the bad one is failed
+    (and the chunks of later runs stay unwritten in the journal)."""
+    link = None
+    if checksum is not None:
+        link = LinkSpec(latency_s=0.0, bandwidth_bytes_per_s=math.inf, checksum=checksum)
+    async with rig(tmp_path, "flip-bit@1", link=link) as r:
+        await r.write(at(2, 10), _pattern(3 * CHUNK - 20, seed=5))  # chunks 2, 3, 4: one run
+        await r.write(at(8, 10), b"later run")  # chunk 8: a second run
+        with pytest.raises(VerifyError):
+            await r.wb.commit()
+        # The flip lands in the middle of the run's bytes: chunk 3.
+        assert r.faulty.writes == 1
+        assert sorted(r.wb.failures) == [("user", 3), ("user", 8)]
+        assert "not written" in r.wb.failures[("user", 8)].reason
+        assert "not written" not in r.wb.failures[("user", 3)].reason
+        disk = r.disk()
+        for good in (2, 4):
+            assert chunk_of(disk, good) == chunk_of(r.expected, good)
+        assert chunk_of(disk, 8) == chunk_of(ORIGINAL, 8)
+        assert r.wb.stats.committed_chunks == 2
+        entries = r.journal.unfinished()
+        assert [(e.offset_bytes, e.failed) for e in entries] == [(at(3), True), (at(8), False)]
+
+
+async def test_session_records_what_it_wrote(tmp_path: Path) -> None:
+    """Every verified chunk's CRC is recorded in the backup session, so that a later rollback
+    can tell this session's bytes from a change made by someone else since."""
+    async with rig(tmp_path) as r:
+        await r.write(at(2, 5), b"first")
+        await r.wb.commit()
+        await r.write(at(2, 5), b"again")
+        await r.write(at(6), b"six")
+        await r.wb.commit()
+        (session,) = r.journal.sessions()
+        assert session.committed_crc("user") == {
+            2: zlib.crc32(chunk_of(r.expected, 2)),
+            6: zlib.crc32(chunk_of(r.expected, 6)),
+        }
+        # The original is saved once, from before the first write.
+        assert session.load("user", 2) == chunk_of(ORIGINAL, 2)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import zlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from mtkfs.errors import TransportError, UsageError, VerifyError
 from mtkfs.journal import BackupSession, ChunkWrite, Journal
 from mtkfs.recovery import (
     PruneResult,
+    RestoreResult,
     pick_session,
     prune,
     replay,
@@ -233,6 +235,12 @@ def _session_with_originals(dev: Device) -> BackupSession:
     dev.poke("User", at(4, 500), b"A" * 500 + b"B" * 500)  # alpha's tail, beta's head
     dev.poke("User", at(5, 10), b"beta was changed")
     dev.poke("Boot1", 10, b"preloader was changed")
+    # What the mount's commits recorded: the bytes they wrote and verified.
+    user, boot1 = dev.user(), dev.boot1()
+    session.note_committed(
+        [("user", i, zlib.crc32(chunk_of(user, i))) for i in (3, 4, 5)]
+        + [("boot1", 0, zlib.crc32(chunk_of(boot1, 0)))]
+    )
     return session
 
 
@@ -241,13 +249,14 @@ async def test_restore_whole_session(tmp_path: Path) -> None:
     session rolled back; running it again changes nothing."""
     async with device(tmp_path) as dev:
         session = _session_with_originals(dev)
-        changed = await restore_session(dev.transport, dev.journal, session, [], dev.progress)
-        assert changed == 4
+        result = await restore_session(dev.transport, dev.journal, session, [], dev.progress)
+        assert result == RestoreResult(4, [])
         assert dev.user() == USER
         assert dev.boot1() == BOOT1
         assert dev.journal.unfinished() == []
         assert BackupSession(session.folder).state == "rolled-back"
-        assert await restore_session(dev.transport, dev.journal, session, [], dev.progress) == 0
+        again = await restore_session(dev.transport, dev.journal, session, [], dev.progress)
+        assert again == RestoreResult(0, [])
 
 
 async def test_restore_named_partitions_only(tmp_path: Path) -> None:
@@ -256,10 +265,8 @@ async def test_restore_named_partitions_only(tmp_path: Path) -> None:
     async with device(tmp_path) as dev:
         session = _session_with_originals(dev)
         before = dev.user()
-        changed = await restore_session(
-            dev.transport, dev.journal, session, ["alpha"], dev.progress
-        )
-        assert changed == 2  # chunks 3 and 4
+        result = await restore_session(dev.transport, dev.journal, session, ["alpha"], dev.progress)
+        assert result.changed == 2  # chunks 3 and 4
         user = dev.user()
         boundary = at(4, 1000)
         assert user[:boundary] == USER[:boundary]
@@ -268,10 +275,10 @@ async def test_restore_named_partitions_only(tmp_path: Path) -> None:
         assert dev.boot1() != BOOT1
         assert BackupSession(session.folder).state == "active"
 
-        changed = await restore_session(
-            dev.transport, dev.journal, session, ["beta", "preloader"], dev.progress
+        result = await restore_session(
+            dev.transport, dev.journal, session, ["beta", "preloader"], dev.progress, force=True
         )
-        assert changed == 3  # user chunks 4 and 5, boot1 chunk 0
+        assert result.changed == 3  # user chunks 4 and 5, boot1 chunk 0
         assert dev.user() == USER
         assert dev.boot1() == BOOT1
         assert BackupSession(session.folder).state == "active"
@@ -304,6 +311,28 @@ async def test_failed_restore_is_itself_recoverable(tmp_path: Path) -> None:
         old, new = dev.journal.load(entries[1])
         assert (old, new) == (chunk_of(current, 5), chunk_of(USER, 5))
         assert BackupSession(session.folder).state == "active"
+
+
+async def test_restore_skips_chunks_changed_since(tmp_path: Path) -> None:
+    """A chunk that holds neither the original nor what the session last wrote was changed by
+    something else since (a newer mount, another tool, another image at the same path): it is
+    skipped and named, and the session stays active; ``force`` restores it anyway."""
+    async with device(tmp_path) as dev:
+        session = _session_with_originals(dev)
+        dev.poke("User", at(5, 2000), b"changed later by someone else")
+        later = dev.user()
+        result = await restore_session(dev.transport, dev.journal, session, [], dev.progress)
+        assert result == RestoreResult(3, [f"user+{at(5):#x}"])
+        user = dev.user()
+        assert user[: at(5)] == USER[: at(5)]
+        assert chunk_of(user, 5) == chunk_of(later, 5)
+        assert BackupSession(session.folder).state == "active"
+        forced = await restore_session(
+            dev.transport, dev.journal, session, [], dev.progress, force=True
+        )
+        assert forced == RestoreResult(1, [])
+        assert dev.user() == USER
+        assert BackupSession(session.folder).state == "rolled-back"
 
 
 def _session_named(journal: Journal, name: str, started_s: float) -> BackupSession:
