@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any, NoReturn, ParamSpec, TypeVar
 
 import pyfuse3
+import trio
 
 from mtkfs.cache import ChunkCache
 from mtkfs.commit import WriteBack
@@ -61,6 +62,18 @@ def translate_errors(
             raise pyfuse3.FUSEError(errno.EIO) from exc
 
     return wrapper
+
+
+def _drop_kernel_pages(inode: int) -> None:
+    """Worker thread: make the kernel forget its cached pages of ``inode``.
+
+    A thread because the kernel may wait for a read of that inode in flight, which the event
+    loop must stay free to answer (pyfuse3's advice for ``invalidate_inode``).
+    """
+    try:
+        pyfuse3.invalidate_inode(pyfuse3.InodeT(inode))
+    except OSError as exc:  # ENOENT: the kernel holds nothing of it
+        log.debug("invalidate inode %d: %s", inode, exc)
 
 
 @dataclass
@@ -270,15 +283,48 @@ class MtkfsOperations(pyfuse3.Operations):
         volume = handle.node.volume
         if self.writeback is None or volume is None or not handle.writing:
             raise pyfuse3.FUSEError(errno.EBADF)
-        return await volume.write(self.writeback, off, buf)
+        written = await volume.write(self.writeback, off, buf)
+        start = volume.offset_bytes + off
+        await self._drop_stale_pages(volume.region, start, start + written, keep=handle.node)
+        return written
 
-    async def _sync(self, handle: _OpenFile) -> None:
-        if self.writeback is not None and handle.writing and handle.node.volume is not None:
-            await handle.node.volume.sync(self.writeback)
+    async def _drop_stale_pages(
+        self, region: str, start: int, end: int, *, keep: Node | None = None
+    ) -> None:
+        """The kernel caches pages per file, and the same bytes show through several files (a
+        partition, its region, preloader.bin). ``keep_cache`` off only drops them at the next
+        open: make the other *open* files showing ``[start, end)`` of ``region`` forget theirs.
+        """
+        inodes = set()
+        for handle in self._open.values():
+            volume = handle.node.volume
+            if handle.node is keep or volume is None or volume.region != region:
+                continue
+            if volume.offset_bytes < end and start < volume.offset_bytes + volume.size_bytes:
+                inodes.add(handle.node.inode)
+        for inode in sorted(inodes):
+            await trio.to_thread.run_sync(_drop_kernel_pages, inode)
+
+    async def _sync(self, handle: _OpenFile, *, any_mode: bool = False) -> None:
+        """Commit the file's dirty chunks: for handles opened for writing, or any handle."""
+        if self.writeback is None or handle.node.volume is None:
+            return
+        if handle.writing or any_mode:
+            try:
+                await handle.node.volume.sync(self.writeback)
+            except MtkfsError:
+                # Open files may still cache the bytes that did not verify (the writer's own
+                # pages too): reads must show what the device holds.
+                for failure in list(self.writeback.failures.values()):
+                    end = failure.offset_bytes + failure.size_bytes
+                    await self._drop_stale_pages(failure.region, failure.offset_bytes, end)
+                raise
 
     @translate_errors
     async def fsync(self, fh: pyfuse3.FileHandleT, datasync: bool) -> None:
-        await self._sync(self._handle(fh))
+        # fsync(2) makes the *file's* data durable, whichever descriptor it is called on:
+        # `sync FILE` opens it read-only while the writer still holds its own descriptor.
+        await self._sync(self._handle(fh), any_mode=True)
 
     @translate_errors
     async def flush(self, fh: pyfuse3.FileHandleT) -> None:
