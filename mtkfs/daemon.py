@@ -34,7 +34,7 @@ from mtkfs.fuse.ops import MtkfsOperations
 from mtkfs.journal import Journal, default_journal_root
 from mtkfs.maps.model import PartitionMap
 from mtkfs.mounts import mount_entry
-from mtkfs.mountview import MountView
+from mtkfs.mountview import TABLES, MountView
 from mtkfs.testing.faults import FaultyTransport, parse_fault_spec
 from mtkfs.transports import open_transport
 from mtkfs.transports.base import Transport
@@ -227,12 +227,15 @@ def check_unlocks(config: MountConfig, pmap: PartitionMap) -> None:
     """``--unlock NAME`` must name a partition of this map, and never RPMB."""
     names = {p.name for p in pmap.partitions if p.exposed}
     for name in config.unlock:
+        if name == TABLES:
+            continue
         if is_never_writable(name):
             raise UsageError(f"--unlock {name}: RPMB is never writable through mtkfs")
         if name not in names:
             raise UsageError(
                 f"--unlock {name}: this device has no partition of that name (it has: "
-                f"{', '.join(sorted(names)) or 'none'})"
+                f"{', '.join(sorted(names)) or 'none'}; and '{TABLES}' for the partition "
+                "tables and unpartitioned space of regions/*.img)"
             )
     if (config.unlock or config.unlock_regions) and not config.read_write:
         log.warning("--unlock and --unlock-regions only matter with -o rw")

@@ -369,11 +369,21 @@ class Journal:
             folder = self.folder / "txn" / f"{number:08d}"
             if not (folder / _COMMITTED).exists():
                 continue
-            for path in sorted(folder.iterdir()):
+            # Without the lock (peek from a read-only mount) a committing rw mount may retire
+            # entries, or the whole transaction, while we look: gone means finished.
+            try:
+                children = sorted(folder.iterdir())
+            except FileNotFoundError:
+                continue
+            for path in children:
                 match = _ENTRY.match(path.name)
                 if not match:
                     continue
-                with open(path, "rb") as stream:
+                try:
+                    stream = open(path, "rb")  # noqa: SIM115 - closed by the with below
+                except FileNotFoundError:
+                    continue
+                with stream:
                     head = stream.read(12)
                     length = struct.unpack_from("<I", head, 8)[0] if len(head) == 12 else 0
                     header = decode_header(head + stream.read(length), path)

@@ -19,7 +19,7 @@ from mtkfs.cache import ChunkCache
 from mtkfs.commit import WriteBack
 from mtkfs.fuse.tree import ROOT_INODE, Tree
 from mtkfs.generated import Generated, Live, Static
-from mtkfs.maps.model import PartitionMap, Region
+from mtkfs.maps.model import Partition, PartitionMap, Region
 from mtkfs.maps.report import map_report
 from mtkfs.romfiles import PRELOADER_BIN, ChecksumFile, ScatterFile, preloader_image
 from mtkfs.transports.base import Transport
@@ -46,6 +46,25 @@ async def rom_files(
     if preloader_bin is not None:
         files[PRELOADER_BIN] = preloader_bin
     return files
+
+
+#: ``--unlock tables``: the bytes of a region that belong to no partition. They hold the
+#: partition tables themselves (MBR, the EBR chain, primary and backup GPT) and, on old MediaTek
+#: phones mapped by MBR alone, whole partitions the MBR does not list (nvram, proinfo…).
+TABLES = "tables"
+
+
+def _gaps(parts: list[Partition], region_bytes: int) -> list[tuple[int, int]]:
+    """Byte ranges of a region covered by none of ``parts``."""
+    gaps = []
+    position = 0
+    for part in sorted(parts, key=lambda p: p.offset_bytes):
+        if part.offset_bytes > position:
+            gaps.append((position, part.offset_bytes))
+        position = max(position, part.offset_bytes + part.size_bytes)
+    if position < region_bytes:
+        gaps.append((position, region_bytes))
+    return gaps
 
 
 def partition_lock(name: str, unlock: Collection[str]) -> str | None:
@@ -131,12 +150,15 @@ class MountView:
                 f"regions/{region.name}.img is a whole region (every partition in it); "
                 "writes need --unlock-regions"
             )
-        guards = tuple(
+        parts = [p for p in self.pmap.partitions if p.region == region.name and p.exposed]
+        guards = [
             Guard(p.offset_bytes, p.offset_bytes + p.size_bytes, p.name)
-            for p in self.pmap.partitions
-            if p.region == region.name and partition_lock(p.name, self.unlock) is not None
-        )
-        return Volume(region.name, region.name, 0, region.size_bytes, locked, guards)
+            for p in parts
+            if partition_lock(p.name, self.unlock) is not None
+        ]
+        if TABLES not in self.unlock and parts:
+            guards += [Guard(a, b, TABLES) for a, b in _gaps(parts, region.size_bytes)]
+        return Volume(region.name, region.name, 0, region.size_bytes, locked, tuple(guards))
 
     def writes_status(self) -> dict[str, Any] | None:
         """The ``writes`` part of status.json (None on a read-only mount)."""

@@ -632,6 +632,33 @@ def test_region_writes_need_unlock_regions_and_spare_protected_partitions(
     assert_only_changed(p70a_rw, p70a, {"boot"})
 
 
+def test_partition_tables_in_region_files_need_their_own_unlock(
+    p70a: Layout, p70a_rw: Layout, tmp_path: Path
+) -> None:
+    """Bytes of a region that belong to no partition hold the partition tables (protective MBR
+    and primary GPT before the first partition, the backup GPT at the end): even with
+    --unlock-regions they refuse writes until ``--unlock tables`` is given too."""
+    first = min(p.offset_bytes for p in p70a_rw.partitions if p.region == "user")
+    user_size = (p70a_rw.folder / "User").stat().st_size
+    mnt = tmp_path / "mnt"
+    with (
+        mounted(p70a_rw.folder, mnt, *rw("--unlock-regions")),
+        open(mnt / "regions" / "user.img", "r+b", buffering=0) as region,
+    ):
+        for offset in (0, 512, first - 512, user_size - 512):
+            fails_with(errno.EPERM, lambda o=offset: os.pwrite(region.fileno(), b"\0", o))
+    assert_only_changed(p70a_rw, p70a, set())
+    with (
+        mounted(p70a_rw.folder, mnt, *rw("--unlock-regions", "--unlock", "tables")),
+        open(mnt / "regions" / "user.img", "r+b", buffering=0) as region,
+    ):
+        header = os.pread(region.fileno(), 512, 512)
+        assert header[:8] == b"EFI PART"
+        # Accepted (the same bytes: the image's table stays intact).
+        assert os.pwrite(region.fileno(), header, 512) == 512
+        os.fsync(region.fileno())
+
+
 # -- 5. the layout is fixed -----------------------------------------------------------------------
 
 
