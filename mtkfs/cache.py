@@ -193,11 +193,19 @@ class ChunkCache:
         return int(self._lru.currsize)
 
     async def read(
-        self, region: str, offset_bytes: int, size_bytes: int, *, limit_bytes: int | None = None
+        self,
+        region: str,
+        offset_bytes: int,
+        size_bytes: int,
+        *,
+        limit_bytes: int | None = None,
+        readahead: bool = True,
     ) -> bytes:
         """Bytes of ``region`` in ``[offset, offset + size)``, cut short at the region's end.
 
         ``limit_bytes`` bounds readahead: the end of the partition the caller reads.
+        ``readahead=False``: fetch only what is asked (the old bytes of chunks being written:
+        a writer's stream says nothing about what anyone will read next).
         """
         region_size = self.transport.regions[region].size_bytes
         if offset_bytes < 0 or size_bytes < 0:
@@ -208,7 +216,7 @@ class ChunkCache:
         first = offset_bytes // self.chunk_bytes
         last = (end - 1) // self.chunk_bytes
         chunks = await self._chunks(region, first, last)
-        if self._readahead and self._nursery is not None:
+        if readahead and self._readahead and self._nursery is not None:
             limit = region_size if limit_bytes is None else min(limit_bytes, region_size)
             plan = self._planner.observe(region, offset_bytes, end, limit)
             if plan is not None:

@@ -244,14 +244,8 @@ class WriteBack:
 
     # -- writing ---------------------------------------------------------------------------------
 
-    async def write(
-        self, region: str, offset_bytes: int, data: bytes, *, limit_bytes: int | None = None
-    ) -> None:
-        """Put ``data`` into dirty chunks (the region range was checked by the volume).
-
-        ``limit_bytes``: the end of the partition written, so that reading the old bytes of a
-        sequential writer's chunks reads ahead no further than the partition.
-        """
+    async def write(self, region: str, offset_bytes: int, data: bytes) -> None:
+        """Put ``data`` into dirty chunks (the region range was checked by the volume)."""
         if self.failsafe is not None:
             raise ReadOnlyError(f"the mount turned read-only after a failed write: {self.failsafe}")
         chunk = self.cache.chunk_bytes
@@ -261,14 +255,14 @@ class WriteBack:
             index, within = divmod(position, chunk)
             take = min(chunk - within, len(data) - done)
             key = (region, index)
-            await self._make_dirty(key, limit_bytes)
+            await self._make_dirty(key)
             self.cache.dirty[key][within : within + take] = data[done : done + take]
             self._meta[key].generation += 1
             done += take
         self.stats.writes += 1
         self.stats.written_bytes += len(data)
 
-    async def _make_dirty(self, key: ChunkKey, limit_bytes: int | None = None) -> None:
+    async def _make_dirty(self, key: ChunkKey) -> None:
         """Ensure ``key`` has a dirty copy, making room and reading the chunk first."""
         while key not in self._meta:
             if self._dirty_bytes + self.cache.chunk_bytes > self.max_dirty_bytes and self._meta:
@@ -276,7 +270,8 @@ class WriteBack:
                 await self.commit()
                 continue
             start, end = self._key_range(key)
-            base = await self.cache.read(key[0], start, end - start, limit_bytes=limit_bytes)
+            # Exactly the chunk: a writer's stream says nothing about what will be read next.
+            base = await self.cache.read(key[0], start, end - start, readahead=False)
             if self.failsafe is not None:
                 raise ReadOnlyError(f"the mount turned read-only: {self.failsafe}")
             if key in self._meta:  # another writer got here while we read
