@@ -29,6 +29,7 @@ Theory of operation (docs/writes.md is the user-facing version):
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 import zlib
@@ -421,7 +422,8 @@ class WriteBack:
         self._session.save_many(originals)
         self.stats.backed_up_chunks += len(originals)
         self._session.note_written([n for w in writes for n in w.partitions])
-        return self.journal.begin(writes)
+        session = self._session.id
+        return self.journal.begin([dataclasses.replace(w, session=session) for w in writes])
 
     async def _clean(self, key: ChunkKey, new: bytes, generation: int) -> None:
         """The device holds ``new`` for ``key`` (verified, or never changed)."""

@@ -27,7 +27,9 @@ Entry file (all integers little-endian)::
     b"MTKFSJ01"  u32 header_length  header (UTF-8 JSON)  old bytes  new bytes  u32 crc32(all before)
 
 The header holds ``region``, ``offset_bytes``, ``size_bytes``, ``old_crc32``, ``new_crc32``,
-``device_id``, ``created_s`` and the ``partitions`` the chunk belongs to.
+``device_id``, ``created_s``, the ``partitions`` the chunk belongs to and the backup ``session``
+of the mount that wrote it (so that a replay records the chunk in that session, as the mount
+would have).
 
 The **backup area** keeps, per mount session, each chunk's content from before that session's
 first write to it, so a partition can be rolled back even after its commit succeeded. A session
@@ -102,6 +104,7 @@ class Entry:
         created_s: when it was journalled.
         failed: the device did not verify it.
         path: the entry file.
+        session: the backup session of the mount that wrote it (None for recovery writes).
     """
 
     txn: int
@@ -115,6 +118,7 @@ class Entry:
     created_s: float
     failed: bool
     path: Path
+    session: str | None = None
 
     def describe(self) -> str:
         """``boot: user+0x1d00000 (1 MiB)``."""
@@ -131,6 +135,7 @@ class ChunkWrite:
     old: bytes
     new: bytes
     partitions: tuple[str, ...] = ()
+    session: str | None = None
 
 
 def encode_entry(device_id: str, write: ChunkWrite, created_s: float) -> bytes:
@@ -146,6 +151,7 @@ def encode_entry(device_id: str, write: ChunkWrite, created_s: float) -> bytes:
             "old_crc32": zlib.crc32(write.old),
             "new_crc32": zlib.crc32(write.new),
             "partitions": list(write.partitions),
+            "session": write.session,
             "created_s": created_s,
         },
         sort_keys=True,
@@ -335,6 +341,7 @@ class Journal:
                     now,
                     False,
                     path,
+                    write.session,
                 )
             )
         _fsync_dir(folder)
@@ -400,6 +407,7 @@ class Journal:
                         float(header.get("created_s", 0.0)),
                         path.with_suffix(".failed").exists(),
                         path,
+                        header.get("session"),
                     )
                 )
         return entries
@@ -446,6 +454,13 @@ class Journal:
         }
         _write_durably(folder / "session.json", json.dumps(meta, indent=1).encode())
         return BackupSession(folder)
+
+    def session(self, session_id: str) -> BackupSession | None:
+        """The backup session called ``session_id``, if it still exists."""
+        folder = self.folder / "backup" / session_id
+        if _SESSION.match(session_id) and (folder / "session.json").exists():
+            return BackupSession(folder)
+        return None
 
     def sessions(self) -> list[BackupSession]:
         """Backup sessions, oldest first."""

@@ -92,11 +92,22 @@ async def _finish(transport: Transport, journal: Journal, entry: Entry, data: by
 
 
 async def replay(transport: Transport, journal: Journal, progress: Progress) -> int:
-    """Write every unfinished entry's new bytes, in order; returns how many were written."""
+    """Write every unfinished entry's new bytes, in order; returns how many were written.
+
+    As the mount's own commit would have, each chunk is recorded in the backup session of the
+    mount that journalled it before its entry is retired: a later rollback of that session must
+    take it for that session's write, not for a change made by someone else since.
+    """
     entries = journal.unfinished()
     for entry in entries:
         _, new = journal.load(entry)
-        await _finish(transport, journal, entry, new)
+        await transport.write(entry.region, entry.offset_bytes, new)
+        await verify_on_device(transport, entry.region, entry.offset_bytes, new)
+        session = None if entry.session is None else journal.session(entry.session)
+        if session is not None:
+            index = entry.offset_bytes // session.chunk_bytes
+            session.note_committed([(entry.region, index, entry.new_crc32)])
+        journal.retire(entry)
         progress(f"replayed {entry.describe()}")
     return len(entries)
 

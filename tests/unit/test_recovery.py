@@ -177,6 +177,12 @@ async def test_failed_commit_is_replayable(tmp_path: Path) -> None:
         assert dev.user() == USER
         assert await replay(dev.transport, dev.journal, dev.progress) == 2
         assert dev.user() == expected
+        # The replayed chunks count as that mount's writes: rolling its session back later
+        # restores them (rather than skipping them as changed by someone else).
+        (session,) = dev.journal.sessions()
+        restored = await restore_session(dev.transport, dev.journal, session, [], dev.progress)
+        assert restored == RestoreResult(2, [])
+        assert dev.user() == USER
 
 
 # -- show ----------------------------------------------------------------------------------------
