@@ -16,6 +16,7 @@ Exit codes (documented in docs/errors.md and the man page):
   5   the mountpoint cannot be used (missing, not a folder, in use)
   6   the transport failed (device gone, I/O error, timeout)
   7   the write journal needs the user (unfinished writes, a failsafe mount)
+  8   the device refuses without authorisation (secure boot, SLA, DAA)
 ====  =================================================================
 
 Codes 2–5 are "do not restart" codes for systemd: retrying cannot help.
@@ -108,6 +109,14 @@ class LocalProtocolError(ProtocolError):
 
 class RemoteProtocolError(ProtocolError):
     """The device broke the protocol (or the link corrupted bytes)."""
+
+
+class AuthRequiredError(TransportError):
+    """The device demands authorisation mtkfs will not forge: secure boot (SBC), serial link
+    authentication (SLA), Download Agent authentication (DAA), a DA that must be signed."""
+
+    errno = _errno.EACCES
+    exit_code = 8
 
 
 class ReadOnlyError(MtkfsError):

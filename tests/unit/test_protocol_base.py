@@ -1,0 +1,52 @@
+"""The sans-I/O convention: operations as generators, run against a device in memory."""
+
+from __future__ import annotations
+
+import pytest
+
+from mtkfs.errors import LocalProtocolError, RemoteProtocolError
+from mtkfs.protocols.base import Op, Recv, Send, expect, run_pair
+
+
+def echo_host(payload: bytes) -> Op[bytes]:
+    """Send a length-prefixed payload, expect it echoed back, then a 1-byte status."""
+    yield Send(len(payload).to_bytes(2, "big"))
+    yield Send(payload)
+    echoed = yield Recv(len(payload))
+    assert echoed is not None
+    expect(echoed, payload, "echo")
+    status = yield Recv(1)
+    assert status is not None
+    return echoed + status
+
+
+def echo_device(corrupt: bool = False) -> Op[object]:
+    size = yield Recv(2)
+    assert size is not None
+    data = yield Recv(int.from_bytes(size, "big"))
+    assert data is not None
+    # Reply in odd pieces: message boundaries need not match.
+    reply = (b"X" + data[1:]) if corrupt else data
+    for i in range(0, len(reply), 3):
+        yield Send(reply[i : i + 3])
+    yield Send(b"\x00")
+    return None
+
+
+def test_pair_runs_to_the_host_result() -> None:
+    assert run_pair(echo_host(b"hello world"), echo_device()) == b"hello world\x00"
+
+
+def test_remote_mistakes_are_protocol_errors() -> None:
+    with pytest.raises(RemoteProtocolError, match="echo: expected 68"):
+        run_pair(echo_host(b"hello"), echo_device(corrupt=True))
+
+
+def test_a_stuck_exchange_is_reported_not_hung() -> None:
+    def silent() -> Op[object]:
+        yield Recv(2)
+        yield Recv(100)  # never satisfied
+        return None
+
+    with pytest.raises(LocalProtocolError, match="host waits for 5 bytes"):
+        run_pair(echo_host(b"hello"), silent())
