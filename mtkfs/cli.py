@@ -355,7 +355,7 @@ def _pid_alive(pid: int) -> bool:
 
 
 async def _ls_report(args: argparse.Namespace) -> dict[str, Any]:
-    transport = open_transport(args.source)
+    transport = await open_transport(args.source)
     try:
         cache = ChunkCache(transport, chunk_bytes=1 << 16, max_bytes=16 << 20)
         pmap = await discover_map(

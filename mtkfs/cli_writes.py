@@ -145,7 +145,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 async def _journal(args: argparse.Namespace) -> int:
     writes = args.action in ("replay", "rollback")
     root = args.journal_dir.absolute() if args.journal_dir else default_journal_root()
-    transport = open_transport(args.source, writable=writes)
+    transport = await open_transport(args.source, writable=writes)
     try:
         journal = Journal.open(root, transport.device_id, transport.description)
         try:

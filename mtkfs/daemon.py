@@ -245,7 +245,7 @@ async def serve(config: MountConfig, on_ready: Callable[[], None]) -> None:
     """Mount ``config.source`` at ``config.mountpoint`` and serve until unmounted."""
     check_mountpoint(config.mountpoint)
     async with contextlib.AsyncExitStack() as stack:
-        transport = open_transport(config.source, writable=config.read_write)
+        transport = await open_transport(config.source, writable=config.read_write)
         stack.push_async_callback(transport.aclose)
         if config.inject_faults is not None:
             transport = FaultyTransport(transport, parse_fault_spec(config.inject_faults))

@@ -14,7 +14,7 @@ __all__ = ["ImageTransport", "Transport", "open_transport"]
 _SCHEMES = ("da:", "adb:", "uboot:", "sim:")
 
 
-def open_transport(source: str, *, writable: bool = False) -> Transport:
+async def open_transport(source: str, *, writable: bool = False) -> Transport:
     """Open the transport a SOURCE string names (today: a PATH to an image or readback folder).
 
     ``writable`` only for ``-o rw`` mounts and journal commands: a read-only mount never opens

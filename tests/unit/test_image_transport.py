@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import trio
 
 from mtkfs.errors import SourceError
 from mtkfs.transports import open_transport
@@ -64,7 +65,9 @@ def test_single_file_region_is_sniffed(tmp_path: Path) -> None:
     nor = _write(tmp_path / "nor.bin", b"\xff" * 4096)
     assert list(ImageTransport.open(with_table).regions) == ["user"]
     assert list(ImageTransport.open(nor).regions) == ["flash"]
-    assert list(open_transport(f"image:{nor}").regions) == ["flash"]
+    transport = trio.run(open_transport, f"image:{nor}")
+    assert list(transport.regions) == ["flash"]
+    trio.run(transport.aclose)
 
 
 def test_bad_sources(tmp_path: Path) -> None:
@@ -83,4 +86,4 @@ def test_bad_sources(tmp_path: Path) -> None:
     with pytest.raises(SourceError, match="empty"):
         ImageTransport.open(empty)
     with pytest.raises(SourceError, match="not available"):
-        open_transport("da:")
+        trio.run(open_transport, "adb:")
