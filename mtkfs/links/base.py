@@ -44,7 +44,11 @@ class Link(abc.ABC):
 
 async def drive(op: Op[T], link: Link, *, timeout_s: float = 5.0) -> T:
     """Run a protocol operation over ``link``; returns its result."""
-    request = next(op)
+    try:
+        request = next(op)
+    except StopIteration as stop:  # nothing to exchange (a 0-byte read)
+        done: T = stop.value
+        return done
     while True:
         if isinstance(request, Send):
             await link.send(request.data, zlp=request.zlp)

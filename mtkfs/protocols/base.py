@@ -65,9 +65,16 @@ def run_pair(host: Op[T], device: Op[object], *, max_steps: int = 1_000_000) -> 
     """
     to_device = bytearray()
     to_host = bytearray()
-    host_req: Request | None = next(host)
-    device_req: Request | None = next(device)
+    try:
+        host_req: Request | None = next(host)
+    except StopIteration as stop:  # an operation with nothing to exchange (a 0-byte read)
+        done: T = stop.value
+        return done
     device_done = False
+    try:
+        device_req: Request | None = next(device)
+    except StopIteration:
+        device_req, device_done = None, True
     for _ in range(max_steps):
         progressed = False
         # Device side.

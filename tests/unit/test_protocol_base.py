@@ -50,3 +50,16 @@ def test_a_stuck_exchange_is_reported_not_hung() -> None:
 
     with pytest.raises(LocalProtocolError, match="host waits for 5 bytes"):
         run_pair(echo_host(b"hello"), silent())
+
+
+def test_an_operation_with_nothing_to_exchange() -> None:
+    def nothing() -> Op[bytes]:
+        if False:  # a generator that returns before its first yield
+            yield Recv(1)
+        return b"done"
+
+    def idle() -> Op[object]:
+        yield Recv(1)
+        return None
+
+    assert run_pair(nothing(), idle()) == b"done"
