@@ -16,7 +16,7 @@ BENCH_ARGS ?=
 
 # System packages: FUSE (runtime + headers, pyfuse3 builds against libfuse3), a compiler, Python
 # headers and venv, and the tools the test images are built and checked with.
-APT_PACKAGES := fuse3 libfuse3-dev pkg-config gcc python3-venv python3-dev \
+APT_PACKAGES := fuse3 libfuse3-dev libusb-1.0-0 pkg-config gcc python3-venv python3-dev \
 	e2fsprogs gdisk parted util-linux fdisk
 
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)

@@ -62,9 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
         "mount",
         help="mount a source as a folder of partition files",
         description="Mount SOURCE at MOUNTPOINT. SOURCE is a readback image file (dd of "
-        "mmcblk0, SP Flash Tool User, NOR dump), a block device, or a folder of readback files "
-        "(Boot1/Boot2/RPMB/User or mmcblk0*.img). Read-only unless -o rw; writes are "
-        "journalled, written and verified on the device before fsync/close report success.",
+        "mmcblk0, SP Flash Tool User, NOR dump), a block device, a folder of readback files "
+        "(Boot1/Boot2/RPMB/User or mmcblk0*.img), or sim:NAME[:FOLDER] (a simulated phone "
+        "reached through the real BROM + Download Agent client). Read-only unless -o rw; "
+        "writes are journalled, written and verified on the device before fsync/close report "
+        "success.",
     )
     mount.add_argument("source", metavar="SOURCE")
     mount.add_argument("mountpoint", metavar="MOUNTPOINT", type=Path)
@@ -77,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated mount options: ro (default), rw, allow_other, default_permissions",
     )
     _add_map_args(mount)
+    _add_da_arg(mount)
     writes = mount.add_argument_group("writes (with -o rw)")
     writes.add_argument(
         "--unlock",
@@ -147,11 +150,22 @@ def build_parser() -> argparse.ArgumentParser:
     ls = sub.add_parser("ls", help="print the partition table of a source")
     ls.add_argument("source", metavar="SOURCE")
     _add_map_args(ls)
+    _add_da_arg(ls)
     ls.add_argument("--json", action="store_true", help="machine-readable output")
     ls.add_argument("--debug", action="store_true", help="verbose logging, tracebacks")
 
     add_write_commands(sub)
     return parser
+
+
+def _add_da_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--da",
+        type=Path,
+        metavar="FILE",
+        help="the phone's Download Agent (MTK_AllInOne_DA.bin, DA_PL.bin… from its firmware "
+        "package or SP Flash Tool) for da: sources; sim: phones make their own",
+    )
 
 
 def _add_map_args(parser: argparse.ArgumentParser) -> None:
@@ -192,6 +206,7 @@ def _mount_config(args: argparse.Namespace) -> MountConfig:
         commit_interval_s=max(0.0, args.commit_interval),
         journal_dir=None if args.journal_dir is None else args.journal_dir.absolute(),
         inject_faults=args.inject_faults,
+        da_file=None if args.da is None else args.da.absolute(),
     )
 
 
@@ -264,6 +279,8 @@ def _daemon_argv(
         argv += ["--journal-dir", str(config.journal_dir)]
     if config.inject_faults is not None:
         argv += ["--inject-faults", config.inject_faults]
+    if config.da_file is not None:
+        argv += ["--da", str(config.da_file)]
     if debug:
         argv.append("--debug")
     # "--" so that a source or mountpoint starting with "-" is never taken for an option.
@@ -355,7 +372,7 @@ def _pid_alive(pid: int) -> bool:
 
 
 async def _ls_report(args: argparse.Namespace) -> dict[str, Any]:
-    transport = await open_transport(args.source)
+    transport = await open_transport(args.source, da_file=args.da)
     try:
         cache = ChunkCache(transport, chunk_bytes=1 << 16, max_bytes=16 << 20)
         pmap = await discover_map(

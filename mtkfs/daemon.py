@@ -74,6 +74,7 @@ class MountConfig:
             fsync, close and unmount).
         journal_dir: ``--journal-dir`` (None: :func:`mtkfs.journal.default_journal_root`).
         inject_faults: hidden ``--inject-faults SPEC`` (tests; see mtkfs.testing.faults).
+        da_file: ``--da FILE``: the Download Agent for ``da:``/``sim:`` sources.
     """
 
     source: str
@@ -92,6 +93,7 @@ class MountConfig:
     commit_interval_s: float = DEFAULT_COMMIT_INTERVAL_S
     journal_dir: Path | None = None
     inject_faults: str | None = None
+    da_file: Path | None = None
 
     @property
     def read_write(self) -> bool:
@@ -245,7 +247,9 @@ async def serve(config: MountConfig, on_ready: Callable[[], None]) -> None:
     """Mount ``config.source`` at ``config.mountpoint`` and serve until unmounted."""
     check_mountpoint(config.mountpoint)
     async with contextlib.AsyncExitStack() as stack:
-        transport = await open_transport(config.source, writable=config.read_write)
+        transport = await open_transport(
+            config.source, writable=config.read_write, da_file=config.da_file
+        )
         stack.push_async_callback(transport.aclose)
         if config.inject_faults is not None:
             transport = FaultyTransport(transport, parse_fault_spec(config.inject_faults))

@@ -11,6 +11,8 @@ immediately — there is nobody else who could make progress).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from mtkfs.errors import DeviceGoneError, TransportTimeout
 from mtkfs.links.base import Link
 from mtkfs.protocols.base import Op, Recv, Send
@@ -19,8 +21,15 @@ from mtkfs.protocols.base import Op, Recv, Send
 class GeneratorLink(Link):
     """The host's end of a link to ``device`` (a device-side generator)."""
 
-    def __init__(self, device: Op[object], description: str = "simulated device") -> None:
+    def __init__(
+        self,
+        device: Op[object],
+        description: str = "simulated device",
+        *,
+        on_close: Callable[[], None] | None = None,
+    ) -> None:
         self.description = description
+        self._on_close = on_close
         self.max_packet_bytes = 512
         self._device: Op[object] | None = device
         self._request: Send | Recv | None = None
@@ -80,3 +89,6 @@ class GeneratorLink(Link):
             self._device.close()
             self._device = None
             self._started = True
+        if self._on_close is not None:
+            on_close, self._on_close = self._on_close, None
+            on_close()

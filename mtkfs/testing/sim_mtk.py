@@ -1,0 +1,114 @@
+"""Simulated MediaTek phones for ``sim:NAME`` sources, tests and the demo.
+
+A profile is a BootROM/preloader (:class:`~mtkfs.testing.sim_brom.SimBrom`) that, once the host
+uploads and starts DA1, hands over to an XFlash Download Agent
+(:class:`~mtkfs.testing.sim_xflash.XFlashSim`) serving a realistic eMMC: the P-70A readback of
+:mod:`mtkfs.testing.disk` (GPT, ext4 system and userdata, boot images, nvram…), built once into a
+folder. The host side is the real client path (BROM → DA file → XFlash → transport); only the
+phone is simulated, byte for byte.
+
+``sim:NAME`` uses ``$XDG_CACHE_HOME/mtkfs/sim/NAME`` (built on first use); ``sim:NAME:FOLDER``
+uses FOLDER (built if it holds no readback). No DA file is needed: a synthetic one in the real
+container format is made for the profile's chip (``--da`` may still be given).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from mtkfs.errors import SourceError
+from mtkfs.protocols.base import Op
+from mtkfs.protocols.chips import Chip, chip_for
+from mtkfs.protocols.dafile import DaFile, parse_da_file
+from mtkfs.testing.dafile_build import build_for_codes
+from mtkfs.testing.sim_brom import SimBrom
+from mtkfs.testing.sim_xflash import ImageFilesStore, XFlashSim
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A simulated phone: its chip, the mode it is plugged in, security bits."""
+
+    name: str
+    hw_code: int
+    mode: str = "preloader"
+    target_config: int = 0
+
+    @property
+    def chip(self) -> Chip:
+        return chip_for(self.hw_code)
+
+
+PROFILES = {
+    "mt6765": Profile("mt6765", 0x0766),
+    "mt6765-brom": Profile("mt6765-brom", 0x0766, mode="brom"),
+    "mt6768": Profile("mt6768", 0x0707),
+    "mt6765-sla": Profile("mt6765-sla", 0x0766, mode="brom", target_config=0x7),
+}
+
+
+def default_folder(name: str) -> Path:
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "mtkfs" / "sim" / name
+
+
+def parse_sim_source(source: str) -> tuple[Profile, Path]:
+    """``sim:NAME[:FOLDER]`` → (profile, storage folder)."""
+    body = source.removeprefix("sim:")
+    name, _, folder = body.partition(":")
+    name = name or "mt6765"
+    profile = PROFILES.get(name)
+    if profile is None:
+        raise SourceError(
+            f"{source}: no simulated phone called {name!r} (there are: {', '.join(PROFILES)})"
+        )
+    return profile, Path(folder) if folder else default_folder(name)
+
+
+def ensure_storage(folder: Path) -> Path:
+    """Build the P-70A readback in ``folder`` unless one is there (about a second, sparse)."""
+    if not any((folder / name).exists() for name in ("User", "user", "mmcblk0.img")):
+        from mtkfs.testing.disk import build_p70a  # heavy tools (sgdisk, mkfs); only when needed
+
+        folder.mkdir(parents=True, exist_ok=True)
+        build_p70a(folder)
+    return folder
+
+
+def synthetic_da(profile: Profile) -> DaFile:
+    """A DA file in the real container format with an agent for the profile's chip."""
+    name = f"mtkfs-sim-{profile.chip.da_code:04x}-DA.bin"
+    return parse_da_file(build_for_codes([profile.chip.da_code]), name)
+
+
+@dataclass
+class SimPhone:
+    """A running simulated phone: the device generator and what backs it."""
+
+    profile: Profile
+    store: ImageFilesStore
+    brom: SimBrom
+    da: XFlashSim
+
+    def device(self) -> Op[object]:
+        return self.brom.run()
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def start_phone(profile: Profile, folder: Path, *, writable: bool = False) -> SimPhone:
+    """Build (if need be) and power on the simulated phone of ``profile``."""
+    store = ImageFilesStore.from_folder(ensure_storage(folder), writable=writable)
+    xflash = XFlashSim(
+        store, connection_agent="preloader" if profile.mode == "preloader" else "brom"
+    )
+    brom = SimBrom(
+        hw_code=profile.hw_code,
+        mode=profile.mode,
+        target_config=profile.target_config,
+        da_device=lambda da1: xflash.serve(),
+    )
+    return SimPhone(profile, store, brom, xflash)

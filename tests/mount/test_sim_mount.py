@@ -1,0 +1,110 @@
+"""A simulated MediaTek phone (``sim:``) mounted through the real BROM → DA → XFlash client path.
+
+The phone's eMMC is the P-70A readback (a private copy per test); what the mount shows must be
+byte for byte what that eMMC holds, writes must reach it verified, and a phone that demands
+authorisation must be refused quickly with a message that says why.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from helpers import fuse_available, loop_available
+from mounting import is_mounted, mounted, mtkfs
+
+from mtkfs.testing.disk import Layout, pseudo_random
+
+_fuse_ok, _fuse_why = fuse_available()
+_loop_ok, _loop_why = loop_available()
+pytestmark = [
+    pytest.mark.fuse,
+    pytest.mark.skipif(not _fuse_ok, reason=_fuse_why),
+    pytest.mark.timeout(600),
+]
+
+
+def sha256_of(path: Path, offset: int = 0, size: int | None = None) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        stream.seek(offset)
+        left = size
+        while left is None or left > 0:
+            block = stream.read(8 << 20 if left is None else min(8 << 20, left))
+            if not block:
+                break
+            digest.update(block)
+            if left is not None:
+                left -= len(block)
+    return digest.hexdigest()
+
+
+def test_sim_phone_partitions_are_the_emmc_bytes(p70a_rw: Layout, tmp_path: Path) -> None:
+    source = f"sim:mt6765:{p70a_rw.folder}"
+    with mounted(source, tmp_path / "mnt") as mnt:
+        status = json.loads((mnt / ".mtkfs" / "status.json").read_text())
+        assert "preloader mode via the XFlash DA" in status["source"]
+        user = p70a_rw.folder / "User"
+        for part in p70a_rw.partitions:
+            if part.region != "user" or part.size_bytes > 64 << 20:
+                continue  # the big ones: system below, userdata is 12 GiB of holes
+            assert sha256_of(mnt / f"{part.name}.img") == sha256_of(
+                user, part.offset_bytes, part.size_bytes
+            ), part.name
+        for region, name in (("boot1", "Boot1"), ("boot2", "Boot2")):
+            assert sha256_of(mnt / "regions" / f"{region}.img") == sha256_of(p70a_rw.folder / name)
+        stats = json.loads((mnt / ".mtkfs" / "stats.json").read_text())
+        assert stats["transport"]["da_commands"] > 0
+
+
+@pytest.mark.loop
+@pytest.mark.skipif(not _loop_ok, reason=_loop_why)
+def test_sim_phone_system_loop_mounts(p70a_rw: Layout, tmp_path: Path) -> None:
+    with mounted(f"sim:mt6765:{p70a_rw.folder}", tmp_path / "mnt") as mnt:
+        target = tmp_path / "sys"
+        target.mkdir()
+        subprocess.run(["mount", "-o", "loop,ro", str(mnt / "system.img"), str(target)], check=True)
+        try:
+            assert "ro.board.platform" in (target / "build.prop").read_text()
+        finally:
+            subprocess.run(["umount", str(target)], check=True)
+
+
+def test_sim_phone_write_is_verified_on_its_emmc(p70a_rw: Layout, tmp_path: Path) -> None:
+    data = pseudo_random("sim/boot", 300_000)
+    args = ("-o", "rw", "--journal-dir", str(tmp_path / "journal"))
+    with mounted(f"sim:mt6765:{p70a_rw.folder}", tmp_path / "mnt", *args) as mnt:
+        subprocess.run(
+            ["dd", f"of={mnt / 'boot.img'}", "conv=notrunc,fsync", "status=none"],
+            input=data,
+            check=True,
+        )
+        status = json.loads((mnt / ".mtkfs" / "status.json").read_text())
+        assert status["writes"]["committed_chunks"] >= 1
+        assert status["writes"]["failures"] == []
+    assert p70a_rw.read("boot", 0, len(data)) == data
+
+
+def test_secured_phone_is_refused_quickly_and_clearly(p70a_rw: Layout, tmp_path: Path) -> None:
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    started = time.monotonic()
+    result = mtkfs("mount", f"sim:mt6765-sla:{p70a_rw.folder}", mnt)
+    assert time.monotonic() - started < 5
+    assert result.returncode == 8, result.stderr
+    for words in ("SLA", "DAA", "secure boot", "--da"):
+        assert words in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not is_mounted(mnt)
+
+
+def test_unknown_sim_phone_is_a_clear_error(tmp_path: Path) -> None:
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    result = mtkfs("mount", "sim:mt9999", mnt)
+    assert result.returncode == 3
+    assert "mt6765" in result.stderr and "Traceback" not in result.stderr
