@@ -260,7 +260,7 @@ def test_connect_in_brom_mode_sets_up_dram_first(store: MemoryStore) -> None:
 
 def test_brom_mode_without_emi_stops_before_sending_da2(store: MemoryStore) -> None:
     sim = XFlashSim(store, connection_agent="brom")
-    with pytest.raises(UsageError, match="--preloader"):
+    with pytest.raises(UsageError, match="connect in preloader mode"):
         ready(sim)
     assert x.Cmd.BOOT_TO not in sim.commands and sim.da2 == b""
 
