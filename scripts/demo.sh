@@ -10,6 +10,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 DATA=demo-data/p70a
+# A simulated MT6765 phone in preloader mode whose eMMC is that readback, reached through the
+# real BROM + Download Agent client (docs/transports/da.md).
+PHONE=sim:mt6765:$DATA
 DONE=demo-data/.p70a.done # written after a complete build
 MNT=mnt
 SYS=mnt-system
@@ -91,7 +94,7 @@ clean() {
     rmdir "$MNT" "$SYS" 2>/dev/null || true
     if [[ -e demo-data ]]; then
         # The demo image's write journal and backups (if you tried writes) go with it.
-        [[ ! -d $DATA ]] || mtkfs journal prune "$DATA" >/dev/null 2>&1 || true
+        [[ ! -d $DATA ]] || mtkfs journal prune "$PHONE" >/dev/null 2>&1 || true
         run rm -rf demo-data
     fi
     note "demo cleaned up"
@@ -133,7 +136,7 @@ mount_image() {
         die "./$MNT holds a $fs mount that is not the demo's; unmount it first"
     fi
     if [[ -z $fs ]]; then
-        run mtkfs mount "${opts[@]}" "$DATA" "$MNT"
+        run mtkfs mount "${opts[@]}" "$PHONE" "$MNT"
     fi
 }
 
@@ -164,12 +167,12 @@ loop_mount_system() {
 main() {
     [[ -e /dev/fuse ]] || die "/dev/fuse is missing: this machine (or container) has no FUSE"
 
-    section "1. A sample readback: what SP Flash Tool saves from a Lenovo P-70A"
+    section "1. A phone's eMMC: what SP Flash Tool reads back from a Lenovo P-70A"
     build
     run ls -ls "$DATA"
 
-    section "2. Its partition table, as mtkfs reads it"
-    run mtkfs ls "$DATA"
+    section "2. A simulated MT6765 phone with that eMMC, plugged in: mtkfs identifies it, uploads a Download Agent and reads its partition table"
+    run mtkfs ls "$PHONE"
 
     section "3. Mounted: one file per partition"
     mount_image
@@ -191,7 +194,8 @@ main() {
   dd if=$MNT/userdata.img of=/tmp/userdata-head.img bs=1M count=4
   od -A x -t x1z -N 64 $MNT/boot.img             # the ANDROID! header
   sha256sum $MNT/boot.img $MNT/recovery.img
-  $MTKFS_SHOWN ls $DATA --json
+  $MTKFS_SHOWN ls $PHONE --json
+  $MTKFS_SHOWN ls $DATA                          # the readback files themselves work too
   cat $MNT/.mtkfs/status.json
 EOF
     [[ $loop_ok -eq 0 ]] || echo "  ls -l $SYS/app"
@@ -200,12 +204,12 @@ EOF
     section "Writes: verified flash operations (docs/writes.md)"
     cat <<EOF
   $first
-  $MTKFS_SHOWN mount -o rw $DATA $MNT
+  $MTKFS_SHOWN mount -o rw $PHONE $MNT
   head -c 1M /dev/urandom > /tmp/new-boot.img
   dd if=/tmp/new-boot.img of=$MNT/boot.img conv=notrunc,fsync   # journalled, written, verified
   dd if=/dev/zero of=$MNT/nvram.img conv=notrunc count=1        # refused: protected partition
   $MTKFS_SHOWN status $MNT
-  $MTKFS_SHOWN umount $MNT && $MTKFS_SHOWN journal rollback $DATA   # boot as it was before
+  $MTKFS_SHOWN umount $MNT && $MTKFS_SHOWN journal rollback $PHONE   # boot as it was before
 EOF
     section "When done, unmount"
     if [[ $loop_ok -eq 1 ]]; then

@@ -112,3 +112,44 @@ def start_phone(profile: Profile, folder: Path, *, writable: bool = False) -> Si
         da_device=lambda da1: xflash.serve(),
     )
     return SimPhone(profile, store, brom, xflash)
+
+
+async def serve_on_pty(profile: Profile, folder: Path, *, writable: bool) -> None:
+    """Power the phone on behind a pseudo-terminal; print its path; serve until killed.
+
+    What a phone on ``/dev/ttyACM0`` looks like to ``mtkfs mount da:/dev/ttyACM0``: tests and
+    experiments mount ``da:/dev/pts/N`` through the real tty link.
+    """
+    from mtkfs.links.memory import run_device
+    from mtkfs.links.pty import open_pty_pair
+
+    path, link = open_pty_pair(f"simulated {profile.chip.name}")
+    phone = start_phone(profile, folder, writable=writable)
+    print(path, flush=True)
+    try:
+        # After a DA session the phone "reboots" into its preloader again, like a real one.
+        while True:
+            await run_device(phone.device(), link)
+            phone = start_phone(profile, folder, writable=writable)
+    finally:
+        phone.close()
+        await link.aclose()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m mtkfs.testing.sim_mtk [--rw] [NAME[:FOLDER]]``: a simulated phone on a pty."""
+    import argparse
+
+    import trio
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("phone", nargs="?", default="mt6765", metavar="NAME[:FOLDER]")
+    parser.add_argument("--rw", action="store_true", help="let the host write its eMMC")
+    args = parser.parse_args(argv)
+    profile, folder = parse_sim_source("sim:" + args.phone)
+    trio.run(lambda: serve_on_pty(profile, folder, writable=args.rw))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -108,3 +109,42 @@ def test_unknown_sim_phone_is_a_clear_error(tmp_path: Path) -> None:
     result = mtkfs("mount", "sim:mt9999", mnt)
     assert result.returncode == 3
     assert "mt6765" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_da_over_a_tty_link(p70a_rw: Layout, tmp_path: Path) -> None:
+    """``da:/dev/pts/N``: the simulated phone behind a pseudo-terminal, as a phone's ttyACM
+    looks, mounted through the tty link with a DA file in the real container format."""
+    da_file = tmp_path / "MTK_AllInOne_DA.bin"
+    subprocess.run(
+        [sys.executable, "-m", "mtkfs.testing.dafile_build", str(da_file), "0x6765"],
+        check=True,
+        capture_output=True,
+    )
+    phone = subprocess.Popen(
+        [sys.executable, "-m", "mtkfs.testing.sim_mtk", "--rw", f"mt6765:{p70a_rw.folder}"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert phone.stdout is not None
+        pts = phone.stdout.readline().strip()
+        assert pts.startswith("/dev/pts/")
+        data = pseudo_random("tty/boot", 200_000)
+        args = ("--da", str(da_file), "-o", "rw", "--journal-dir", str(tmp_path / "journal"))
+        with mounted(f"da:{pts}", tmp_path / "mnt", *args) as mnt:
+            status = json.loads((mnt / ".mtkfs" / "status.json").read_text())
+            assert pts in status["source"]
+            for name in ("lk", "metadata", "nvram"):
+                part = p70a_rw.by_name(name)
+                assert sha256_of(mnt / f"{name}.img") == sha256_of(
+                    p70a_rw.folder / "User", part.offset_bytes, part.size_bytes
+                ), name
+            subprocess.run(
+                ["dd", f"of={mnt / 'boot.img'}", "conv=notrunc,fsync", "status=none"],
+                input=data,
+                check=True,
+            )
+        assert p70a_rw.read("boot", 0, len(data)) == data
+    finally:
+        phone.kill()
+        phone.wait(timeout=10)
