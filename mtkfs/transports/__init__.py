@@ -53,7 +53,7 @@ async def _open_sim(source: str, *, writable: bool, da_file: Path | None) -> Tra
     phone = start_phone(profile, folder, writable=writable)
     link = GeneratorLink(
         phone.device(),
-        f"a simulated {profile.chip.name} ({folder})",
+        f"a simulated phone ({folder})",
         on_close=phone.close,
     )
     try:

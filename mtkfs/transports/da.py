@@ -20,17 +20,27 @@ time: nothing caches between us and the cells).
 from __future__ import annotations
 
 import logging
+from typing import TypeVar
 
 import trio
 
-from mtkfs.errors import ReadOnlyError, TransportError, UsageError
+from mtkfs.errors import (
+    DeviceGoneError,
+    MtkfsError,
+    ReadOnlyError,
+    TransportError,
+    UsageError,
+)
 from mtkfs.links.base import Link, drive
 from mtkfs.maps.model import Region
 from mtkfs.protocols import brom, da_xflash
+from mtkfs.protocols.base import Op
 from mtkfs.protocols.dafile import DaFile
 from mtkfs.transports.base import Transport
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 #: Per-read timeout for commands that move bulk data (a 64 MiB command at 40 MB/s takes ~2 s).
 _DATA_TIMEOUT_S = 30.0
@@ -73,6 +83,8 @@ class DaTransport(Transport):
         self.writable = writable
         self.write_unit_bytes = max(512, storage.block_size_bytes)
         self._lock = trio.Lock()
+        #: Why the session cannot be trusted any more (None while it can).
+        self.broken: str | None = None
         self.commands = 0
         self.bytes_read = 0
         self.bytes_written = 0
@@ -124,22 +136,42 @@ class DaTransport(Transport):
         )
         return cls(link, info, session, writable=writable)
 
+    async def _command(self, op: Op[T]) -> T:
+        """Run one DA command; a failure in the middle of one breaks the session for good.
+
+        Why: after a timeout, a disconnect or garbage on the link, nobody knows where in the
+        byte stream the DA is. Carrying on would parse data as headers, or hand a reader bytes
+        of the wrong offset — so every later command fails (EIO) instead, and the message says
+        to replug. Never wrong bytes.
+        """
+        async with self._lock:
+            if self.broken is not None:
+                raise DeviceGoneError(
+                    f"the DA session was lost earlier ({self.broken}); unmount, replug the "
+                    "phone and mount again"
+                )
+            self.commands += 1
+            try:
+                return await drive(op, self.link, timeout_s=_DATA_TIMEOUT_S)
+            except (MtkfsError, OSError) as exc:
+                # Even an error status: whether the DA expects more bytes after it is not
+                # certain for every command, so nothing more is asked of this session.
+                self.broken = str(exc)
+                log.error("DA session lost: %s", exc)
+                raise
+
     async def read(self, region: str, offset_bytes: int, size_bytes: int) -> bytes:
         storage_id, part_id = self.session.storage.address(region)
         size_bytes = max(0, min(size_bytes, self.regions[region].size_bytes - offset_bytes))
-        async with self._lock:
-            self.commands += 1
-            data = await drive(
-                da_xflash.read_data(
-                    storage_id,
-                    part_id,
-                    offset_bytes,
-                    size_bytes,
-                    sector_bytes=self.session.storage.block_size_bytes,
-                ),
-                self.link,
-                timeout_s=_DATA_TIMEOUT_S,
+        data = await self._command(
+            da_xflash.read_data(
+                storage_id,
+                part_id,
+                offset_bytes,
+                size_bytes,
+                sector_bytes=self.session.storage.block_size_bytes,
             )
+        )
         self.bytes_read += len(data)
         return data
 
@@ -152,20 +184,16 @@ class DaTransport(Transport):
                 f"whole {self.write_unit_bytes}-byte blocks"
             )
         storage_id, part_id = self.session.storage.address(region)
-        async with self._lock:
-            self.commands += 1
-            await drive(
-                da_xflash.write_data(
-                    storage_id,
-                    part_id,
-                    offset_bytes,
-                    data,
-                    write_packet_bytes=self.session.packet_lengths.write_bytes,
-                    sector_bytes=self.session.storage.block_size_bytes,
-                ),
-                self.link,
-                timeout_s=_DATA_TIMEOUT_S,
+        await self._command(
+            da_xflash.write_data(
+                storage_id,
+                part_id,
+                offset_bytes,
+                data,
+                write_packet_bytes=self.session.packet_lengths.write_bytes,
+                sector_bytes=self.session.storage.block_size_bytes,
             )
+        )
         self.bytes_written += len(data)
 
     def stats(self) -> dict[str, int | float]:
@@ -179,7 +207,8 @@ class DaTransport(Transport):
         """Leave the phone sane: SHUTDOWN (it reboots normally), then close the link."""
         try:
             async with self._lock:
-                await drive(da_xflash.shutdown(), self.link, timeout_s=_COMMAND_TIMEOUT_S)
+                if self.broken is None:
+                    await drive(da_xflash.shutdown(), self.link, timeout_s=_COMMAND_TIMEOUT_S)
         except Exception as exc:  # the device may already be gone; closing must not fail
             log.debug("DA shutdown: %s", exc)
         await self.link.aclose()
