@@ -10,6 +10,7 @@ benchmark 1 also reads from disk) and removed afterwards; about 1.5 GB of disk, 
 3. laziness — loop-mount a 2 GiB ext4 from the mount over USB 2.0, read one 3 MiB file.
 4. random 4 KiB reads — p50/p99 latency of cache misses and hits.
 5. writes — verified ``dd conv=fsync`` through an rw mount vs straight into the image; over USB 2.0.
+6. DA — a simulated phone through the Download Agent over USB 2.0, vs a no-cache baseline.
 
 Not part of the test suite (pytest only collects ``tests/``): numbers depend on the machine.
 """
@@ -28,6 +29,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
+import bench_da
 import bench_image
 import bench_lazy
 import bench_link
@@ -44,6 +46,7 @@ NAMES = {
     3: "3 laziness",
     4: "4 random 4 KiB",
     5: "5 writes",
+    6: "6 DA (sim, usb2)",
 }
 
 
@@ -119,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
             3: lambda: bench_lazy.run(report, work, link_model=has_link_model),
             4: lambda: bench_random.run(report, image, work),
             5: lambda: bench_write.run(report, image, work),
+            6: lambda: bench_da.run(report, work),
         }
         for number in selected:
             print(f"benchmark {NAMES[number]}…", flush=True)
