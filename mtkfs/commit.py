@@ -40,7 +40,7 @@ from typing import Any
 import trio
 
 from mtkfs.cache import ChunkCache, ChunkKey
-from mtkfs.errors import MtkfsError, ReadOnlyError, VerifyError
+from mtkfs.errors import JournalError, MtkfsError, ReadOnlyError, VerifyError
 from mtkfs.journal import BackupSession, ChunkWrite, Entry, Journal
 from mtkfs.transports.base import Transport
 
@@ -344,7 +344,14 @@ class WriteBack:
             old = self._meta[key].old
             names = self.changed_partitions(key[0], start, old, new)
             writes.append(ChunkWrite(key[0], start, old, new, names))
-        entries = await trio.to_thread.run_sync(self._journal_batch, writes)
+        try:
+            entries = await trio.to_thread.run_sync(self._journal_batch, writes)
+        except OSError as exc:
+            # The device has not been touched: the data stays dirty, the mount stays writable.
+            raise JournalError(
+                f"cannot write the journal in {self.journal.folder} ({exc.strerror or exc}); "
+                "nothing was written to the device; free space there or use --journal-dir"
+            ) from exc
         log.info("committing %d chunk(s), %d bytes", len(batch), sum(len(w.new) for w in writes))
         items = [
             _Item(entry, key, new, generation)

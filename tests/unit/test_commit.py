@@ -10,8 +10,10 @@ that is not verified on the device, and after a failure reads show what the devi
 from __future__ import annotations
 
 import math
+import os
 import random
 import re
+import shutil
 import zlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -24,7 +26,7 @@ import trio.testing
 
 from mtkfs.cache import ChunkCache
 from mtkfs.commit import WriteBack
-from mtkfs.errors import DeviceGoneError, ReadOnlyError, VerifyError
+from mtkfs.errors import DeviceGoneError, JournalError, ReadOnlyError, VerifyError
 from mtkfs.journal import Journal
 from mtkfs.testing.faults import FaultyTransport, parse_fault_spec
 from mtkfs.transports.base import Transport
@@ -516,3 +518,29 @@ async def test_session_records_what_it_wrote(tmp_path: Path) -> None:
         }
         # The original is saved once, from before the first write.
         assert session.load("user", 2) == chunk_of(ORIGINAL, 2)
+
+
+async def test_a_journal_that_cannot_be_written_touches_nothing(tmp_path: Path) -> None:
+    """No journal, no device write: the commit fails with a JournalError naming the folder,
+    the device is untouched, the data stays dirty and the mount stays writable."""
+    async with rig(tmp_path) as r:
+        await r.write(at(3, 5), b"payload")
+        txn = r.journal.folder / "txn"
+        txn.chmod(0o500)
+        try:
+            if os.access(txn, os.W_OK):  # root ignores the mode: make the folder a file instead
+                txn.chmod(0o700)
+                shutil.rmtree(txn)
+                txn.write_bytes(b"")
+            with pytest.raises(JournalError, match="cannot write the journal"):
+                await r.wb.commit()
+        finally:
+            if txn.is_file():
+                txn.unlink()
+                txn.mkdir()
+            txn.chmod(0o700)
+        assert r.faulty.writes == 0
+        assert r.disk() == ORIGINAL
+        assert r.wb.failsafe is None and r.wb.dirty_chunks == 1
+        await r.wb.commit()
+        assert r.disk() == r.expected
