@@ -201,14 +201,37 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _write_all(fd: int, data: bytes) -> None:
+    """os.write until all of ``data`` is written (a write may be short)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _pwrite_all(fd: int, data: bytes, offset_bytes: int) -> None:
+    """os.pwrite until all of ``data`` is written at ``offset_bytes``."""
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset_bytes)
+        view, offset_bytes = view[written:], offset_bytes + written
+
+
+def _append_durably(path: Path, payload: bytes) -> None:
+    """Append ``payload`` to ``path`` (created if need be) and fsync it."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    try:
+        _write_all(fd, payload)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _write_durably(path: Path, payload: bytes) -> None:
     """Create ``path`` with ``payload`` via a temporary file, fsynced, renamed, folder fsynced."""
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
-        view = memoryview(payload)
-        while view:
-            view = view[os.write(fd, view) :]
+        _write_all(fd, payload)
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -318,9 +341,7 @@ class Journal:
                 path = folder / f"entry-{index:06d}.bin"
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
                 fds.append(fd)
-                view = memoryview(encode_entry(self.device_id, write, now))
-                while view:
-                    view = view[os.write(fd, view) :]
+                _write_all(fd, encode_entry(self.device_id, write, now))
             for fd in fds:
                 os.fsync(fd)
         finally:
@@ -539,31 +560,7 @@ class BackupSession:
 
     def save(self, region: str, index: int, data: bytes) -> None:
         """Keep ``data`` as chunk ``index`` of ``region`` unless already kept; durable on return."""
-        saved = self.chunks(region)
-        if index in saved:
-            return
-        fd = os.open(self.folder / f"{region}.data", os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            view = memoryview(data)
-            offset = index * self.chunk_bytes
-            while view:
-                written = os.pwrite(fd, view, offset)
-                view, offset = view[written:], offset + written
-            os.fdatasync(fd)
-        finally:
-            os.close(fd)
-        line = f"{index} {len(data)} {zlib.crc32(data):08x}\n".encode()
-        fd = os.open(
-            self.folder / f"{region}.chunks",
-            os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
-            0o600,
-        )
-        try:
-            os.write(fd, line)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        saved[index] = (len(data), zlib.crc32(data))
+        self.save_many([(region, index, data)])
 
     def save_many(self, chunks: list[tuple[str, int, bytes]]) -> None:
         """:meth:`save` several (region, index, data) at once: one fdatasync per region file
@@ -578,26 +575,13 @@ class BackupSession:
             )
             try:
                 for index, data in items:
-                    view, offset = memoryview(data), index * self.chunk_bytes
-                    while view:
-                        written = os.pwrite(fd, view, offset)
-                        view, offset = view[written:], offset + written
+                    _pwrite_all(fd, data, index * self.chunk_bytes)
                 os.fdatasync(fd)
             finally:
                 os.close(fd)
+            # The index line only after its data is durable: a listed chunk is always whole.
             lines = "".join(f"{i} {len(d)} {zlib.crc32(d):08x}\n" for i, d in items).encode()
-            fd = os.open(
-                self.folder / f"{region}.chunks",
-                os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
-                0o600,
-            )
-            try:
-                view = memoryview(lines)
-                while view:
-                    view = view[os.write(fd, view) :]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            _append_durably(self.folder / f"{region}.chunks", lines)
             saved = self.chunks(region)
             for index, data in items:
                 saved.setdefault(index, (len(data), zlib.crc32(data)))
@@ -613,18 +597,7 @@ class BackupSession:
         for region, index, crc in chunks:
             by_region.setdefault(region, []).append(f"{index} {crc:08x}\n")
         for region, lines in by_region.items():
-            fd = os.open(
-                self.folder / f"{region}.after",
-                os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
-                0o600,
-            )
-            try:
-                view = memoryview("".join(lines).encode())
-                while view:
-                    view = view[os.write(fd, view) :]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            _append_durably(self.folder / f"{region}.after", "".join(lines).encode())
 
     def committed_crc(self, region: str) -> dict[int, int]:
         """Chunk index → CRC-32 of what this session last wrote there (torn lines ignored)."""
