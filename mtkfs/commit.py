@@ -34,7 +34,7 @@ import logging
 import time
 import zlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import trio
@@ -92,7 +92,6 @@ class WriteStats:
     backed_up_chunks: int = 0
     failed_chunks: int = 0
     last_commit_s: float | None = None
-    held: list[str] = field(default_factory=list)
 
 
 async def verify_on_device(
@@ -487,7 +486,6 @@ class WriteBack:
                 return
             with trio.CancelScope(shield=True):
                 entries = await trio.to_thread.run_sync(self.journal.begin, writes)
-            self.stats.held = [e.describe() for e in entries]
             log.error(
                 "%d chunk(s) were not written (the mount is read-only after a failed write); "
                 "they are kept in the journal: see `mtkfs journal show`",

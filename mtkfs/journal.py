@@ -375,16 +375,18 @@ class Journal:
         No fsync: an entry that reappears after a crash is written again by replay or undone
         by rollback, both of which leave the chunk wholly new or wholly old.
         """
-        entry.path.unlink(missing_ok=True)
-        entry.path.with_suffix(".failed").unlink(missing_ok=True)
-        folder = entry.path.parent
-        if not any(_ENTRY.match(p.name) for p in folder.iterdir()):
-            shutil.rmtree(folder, ignore_errors=True)
+        self.retire_many([entry])
 
     def retire_many(self, entries: list[Entry]) -> None:
-        """:meth:`retire` each of ``entries``."""
+        """:meth:`retire` each of ``entries``; each emptied transaction folder is removed."""
+        folders = set()
         for entry in entries:
-            self.retire(entry)
+            entry.path.unlink(missing_ok=True)
+            entry.path.with_suffix(".failed").unlink(missing_ok=True)
+            folders.add(entry.path.parent)
+        for folder in folders:
+            if folder.is_dir() and not any(_ENTRY.match(p.name) for p in folder.iterdir()):
+                shutil.rmtree(folder, ignore_errors=True)
 
     def mark_failed(self, entry: Entry, reason: str) -> None:
         """The device did not verify this entry; keep it, say why."""

@@ -169,7 +169,7 @@ class MountView:
             "dirty_bytes": wb.dirty_bytes,
             "dirty_chunks": wb.dirty_chunks,
             "max_dirty_bytes": wb.max_dirty_bytes,
-            **{k: v for k, v in vars(wb.stats).items() if k != "held"},
+            **vars(wb.stats),
             "failures": [f.as_dict() for f in wb.failures.values()],
             "journal": str(wb.journal.folder),
             "backup_session": wb.backup_session,

@@ -84,10 +84,24 @@ async def show(transport: Transport, journal: Journal) -> dict[str, Any]:
     }
 
 
-async def _finish(transport: Transport, journal: Journal, entry: Entry, data: bytes) -> None:
-    """Write ``data`` for ``entry``'s chunk, verify it on the device, retire the entry."""
+async def _finish(
+    transport: Transport,
+    journal: Journal,
+    entry: Entry,
+    data: bytes,
+    *,
+    session: BackupSession | None = None,
+) -> None:
+    """Write ``data`` for ``entry``'s chunk, verify it on the device, retire the entry.
+
+    ``session``: the backup session to record the verified chunk in first, as the mount's own
+    commit does (so that a later rollback of it takes the chunk for its own write).
+    """
     await transport.write(entry.region, entry.offset_bytes, data)
     await verify_on_device(transport, entry.region, entry.offset_bytes, data)
+    if session is not None:
+        index = entry.offset_bytes // session.chunk_bytes
+        session.note_committed([(entry.region, index, zlib.crc32(data))])
     journal.retire(entry)
 
 
@@ -101,13 +115,8 @@ async def replay(transport: Transport, journal: Journal, progress: Progress) -> 
     entries = journal.unfinished()
     for entry in entries:
         _, new = journal.load(entry)
-        await transport.write(entry.region, entry.offset_bytes, new)
-        await verify_on_device(transport, entry.region, entry.offset_bytes, new)
         session = None if entry.session is None else journal.session(entry.session)
-        if session is not None:
-            index = entry.offset_bytes // session.chunk_bytes
-            session.note_committed([(entry.region, index, entry.new_crc32)])
-        journal.retire(entry)
+        await _finish(transport, journal, entry, new, session=session)
         progress(f"replayed {entry.describe()}")
     return len(entries)
 
