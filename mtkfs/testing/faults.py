@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import trio
 
 from mtkfs.errors import DeviceGoneError, TransportError, UsageError
-from mtkfs.transports.base import Transport
+from mtkfs.transports.base import Transport, WrappingTransport
 
 _ITEM = re.compile(r"^(flip-bit|fail-write|drop)@([1-9]\d*)$|^write-delay=(\d+(?:\.\d*)?|\.\d+)$")
 
@@ -59,23 +59,12 @@ def parse_fault_spec(text: str) -> FaultSpec:
     )
 
 
-class FaultyTransport(Transport):
+class FaultyTransport(WrappingTransport):
     """``inner``, except for the faults in ``spec``. Counts writes in :attr:`writes`."""
 
     def __init__(self, inner: Transport, spec: FaultSpec) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.spec = spec
-        self.regions = inner.regions
-        self.device_id = inner.device_id
-        self.description = inner.description
-        self.chunk_bytes = inner.chunk_bytes
-        self.mtime_s = inner.mtime_s
-        self.max_request_bytes = inner.max_request_bytes
-        self.readahead_max_bytes = inner.readahead_max_bytes
-        self.has_checksum = inner.has_checksum
-        self.kernel_readahead_bytes = inner.kernel_readahead_bytes
-        self.writable = inner.writable
-        self.write_unit_bytes = inner.write_unit_bytes
         self.writes = 0
         self.gone = False
 
@@ -85,15 +74,15 @@ class FaultyTransport(Transport):
 
     async def read(self, region: str, offset_bytes: int, size_bytes: int) -> bytes:
         self._check()
-        return await self.inner.read(region, offset_bytes, size_bytes)
+        return await super().read(region, offset_bytes, size_bytes)
 
     async def read_back(self, region: str, offset_bytes: int, size_bytes: int) -> bytes:
         self._check()
-        return await self.inner.read_back(region, offset_bytes, size_bytes)
+        return await super().read_back(region, offset_bytes, size_bytes)
 
     async def checksum(self, region: str, offset_bytes: int, size_bytes: int) -> int | None:
         self._check()
-        return await self.inner.checksum(region, offset_bytes, size_bytes)
+        return await super().checksum(region, offset_bytes, size_bytes)
 
     async def write(self, region: str, offset_bytes: int, data: bytes) -> None:
         self._check()
@@ -115,6 +104,3 @@ class FaultyTransport(Transport):
 
     def stats(self) -> dict[str, int | float]:
         return {**self.inner.stats(), "fault_writes": self.writes}
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()

@@ -84,3 +84,43 @@ class Transport(abc.ABC):
     @abc.abstractmethod
     async def aclose(self) -> None:
         """Release the device; idempotent."""
+
+
+class WrappingTransport(Transport):
+    """A transport that stands in front of another one (link model, fault injection).
+
+    Starts out as ``inner`` in every respect — attributes copied, every method forwarded — so a
+    wrapper overrides only what it changes.
+    """
+
+    def __init__(self, inner: Transport) -> None:
+        self.inner = inner
+        self.regions = inner.regions
+        self.device_id = inner.device_id
+        self.description = inner.description
+        self.chunk_bytes = inner.chunk_bytes
+        self.mtime_s = inner.mtime_s
+        self.max_request_bytes = inner.max_request_bytes
+        self.readahead_max_bytes = inner.readahead_max_bytes
+        self.has_checksum = inner.has_checksum
+        self.kernel_readahead_bytes = inner.kernel_readahead_bytes
+        self.writable = inner.writable
+        self.write_unit_bytes = inner.write_unit_bytes
+
+    async def read(self, region: str, offset_bytes: int, size_bytes: int) -> bytes:
+        return await self.inner.read(region, offset_bytes, size_bytes)
+
+    async def read_back(self, region: str, offset_bytes: int, size_bytes: int) -> bytes:
+        return await self.inner.read_back(region, offset_bytes, size_bytes)
+
+    async def checksum(self, region: str, offset_bytes: int, size_bytes: int) -> int | None:
+        return await self.inner.checksum(region, offset_bytes, size_bytes)
+
+    async def write(self, region: str, offset_bytes: int, data: bytes) -> None:
+        await self.inner.write(region, offset_bytes, data)
+
+    def stats(self) -> dict[str, int | float]:
+        return self.inner.stats()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()

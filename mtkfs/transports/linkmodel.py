@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 import trio
 
 from mtkfs.errors import UsageError
-from mtkfs.transports.base import Transport
+from mtkfs.transports.base import Transport, WrappingTransport
 
 __all__ = ["PRESETS", "LinkModelTransport", "LinkSpec", "parse_link_spec"]
 
@@ -186,7 +186,7 @@ def _whole_chunks(spec: LinkSpec, budget_s: float, chunk_bytes: int, cap_bytes: 
     return int(min(budget, cap_bytes)) // chunk_bytes * chunk_bytes
 
 
-class LinkModelTransport(Transport):
+class LinkModelTransport(WrappingTransport):
     """``inner``'s regions and bytes, delivered at ``spec``'s cost over one serial pipe.
 
     Attributes (counters, also in :meth:`stats`):
@@ -196,13 +196,10 @@ class LinkModelTransport(Transport):
     """
 
     def __init__(self, inner: Transport, spec: LinkSpec) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.spec = spec
-        self.regions = inner.regions
-        self.device_id = inner.device_id
         self.description = f"link model ({spec.summary()}) over {inner.description}"
         self.chunk_bytes = spec.chunk_bytes or inner.chunk_bytes
-        self.mtime_s = inner.mtime_s
         # Size commands and readahead as a real transport over this link would: by link time,
         # never beyond what the inner transport allows. On U-Boot that is one chunk, no readahead.
         self.max_request_bytes = max(
@@ -215,8 +212,6 @@ class LinkModelTransport(Transport):
         self.has_checksum = spec.checksum
         # The link, not per-request overhead, is the limit: kernel reads of one chunk.
         self.kernel_readahead_bytes = self.chunk_bytes
-        self.writable = inner.writable
-        self.write_unit_bytes = inner.write_unit_bytes
         self.write_commands = 0
         self.write_bytes = 0
         self.commands = 0
@@ -316,6 +311,3 @@ class LinkModelTransport(Transport):
         for region, size in self.bytes_by_region.items():
             out[f"link_bytes.{region}"] = size
         return out
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
