@@ -1,1 +1,1 @@
-"""Byte links: USB bulk, serial ttys, pseudo-terminals, in-memory pipes (no protocol knowledge)."""
+"""Byte links: USB bulk, serial ttys, pseudo-terminals (no protocol knowledge)."""

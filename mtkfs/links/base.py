@@ -1,14 +1,17 @@
-"""The link contract, and the driver that runs a sans-I/O operation over a link.
+"""The link contract, and the drivers that run a sans-I/O operation over a link.
 
 A link moves bytes and knows nothing about protocols (DESIGN.md). Protocol operations
 (:mod:`mtkfs.protocols.base`) say *what* to send and how much to read; :func:`drive` does it over
 a :class:`Link` with a timeout per read, turning a silent device into a TransportTimeout instead
-of a hang.
+of a hang. :func:`run_device` is its device-side twin: it serves a simulator's generator (the
+same Send/Recv convention) over any link, so one simulator answers a host over a pty or a real
+serial port alike (``python -m mtkfs.testing.sim_mtk``).
 """
 
 from __future__ import annotations
 
 import abc
+import math
 from typing import TypeVar
 
 from mtkfs.protocols.base import Op, Recv, Send
@@ -22,7 +25,7 @@ class Link(abc.ABC):
     Attributes:
         description: one human line (``USB 0e8d:0003 bus 1 port 4``, ``/dev/ttyACM0``).
         max_packet_bytes: the USB bulk packet size (512 at high speed); 0 where packets do not
-            exist (serial, pty, memory).
+            exist (serial, pty, an inline simulator).
     """
 
     description: str
@@ -61,3 +64,18 @@ async def drive(op: Op[T], link: Link, *, timeout_s: float = 5.0) -> T:
         except StopIteration as stop:
             result: T = stop.value
             return result
+
+
+async def run_device(device_op: Op[T], link: Link, *, idle_timeout_s: float = math.inf) -> T:
+    """Serve a device-side generator over ``link`` until it returns; returns its result.
+
+    A device waits for its host as long as it takes, hence no timeout by default
+    (``idle_timeout_s`` bounds each wait otherwise). The link going away ends the run with
+    DeviceGoneError — from the simulator's side, "the host went away"; callers serving one
+    session after another catch it. The generator is closed on every exit, so its ``finally``
+    blocks (a simulator releasing its flash image) run at once.
+    """
+    try:
+        return await drive(device_op, link, timeout_s=idle_timeout_s)
+    finally:
+        device_op.close()

@@ -2,7 +2,7 @@
 
 Why a pty: it lets the host run its *real* tty path — pyserial's open, termios, non-blocking
 reads, hang-up handling — against an in-process simulator, with no hardware and no root. The
-simulator serves its device generator on the master with :func:`~mtkfs.links.memory.run_device`;
+simulator serves its device generator on the master with :func:`~mtkfs.links.base.run_device`;
 the host opens the slave path with :func:`~mtkfs.links.serial.open_serial`.
 
 The master link keeps its own descriptor of the slave open for its whole life. Why: on Linux a

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import errno
 import logging
-import math
 import os
 import termios
 from collections.abc import Callable
@@ -243,7 +242,7 @@ class SerialUrlLink(Link):
                     f"{self.description}: {size} bytes did not come within {timeout_s:g} s "
                     f"({len(self._rx)} came)"
                 )
-            slice_s = min(remaining_s, _THREAD_SLICE_S) if math.isfinite(remaining_s) else 0.1
+            slice_s = min(remaining_s, _THREAD_SLICE_S)  # also for an infinite timeout
             try:
                 chunk = await trio.to_thread.run_sync(
                     self._read_slice, size - len(self._rx), slice_s, limiter=self._limiter
@@ -302,8 +301,8 @@ def _open_error_message(port: str, exc: BaseException) -> str:
         return f"{port}: no such port (is the phone plugged in, in BROM/preloader mode?)"
     if code == errno.EACCES:
         return (
-            f"{port}: permission denied. Install mtkfs's udev rule (systemd/70-mtkfs.rules) or "
-            "add yourself to the 'dialout' group (then log in again), or run as root"
+            f"{port}: permission denied. Add yourself to the group that owns it ('dialout' "
+            "on Debian/Ubuntu, 'uucp' on Arch; then log in again), or run as root"
         )
     if code in (errno.EBUSY, errno.EAGAIN, errno.EWOULDBLOCK):
         return f"{port}: in use by another program (another mtkfs? mtkclient? ModemManager?)"

@@ -8,7 +8,8 @@ tty path (:mod:`mtkfs.links.serial`) remains for ``da:/dev/ttyACM0`` and UART br
 
 Rules this module keeps (and tests/unit/test_links.py checks with a fake device):
 
-* **Exact identities.** Devices are found by the VID:PID table :data:`USB_IDENTITIES`, never by
+* **Exact identities.** Devices are found by the VID:PID table
+  (:data:`~mtkfs.links.usb_ids.USB_IDENTITIES`), never by
   "any 0e8d device": gpsd already claims a MediaTek GPS (0e8d:3329), and generic USB-UART
   bridges (FTDI, CH34x, CP210x) are never ours to grab — reach those through a tty.
 * **Every pyusb call runs in a worker thread** (:func:`trio.to_thread.run_sync`) behind one
@@ -34,7 +35,6 @@ unknown; the transport must resynchronise (re-handshake), never just read on.
 from __future__ import annotations
 
 import array
-import enum
 import errno
 import logging
 import math
@@ -55,6 +55,7 @@ from mtkfs.errors import (
     TransportTimeout,
 )
 from mtkfs.links.base import Link
+from mtkfs.links.usb_ids import USB_IDENTITIES, UsbIdentity, UsbMode, identity_of
 
 __all__ = [
     "USB_IDENTITIES",
@@ -76,48 +77,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class UsbMode(enum.StrEnum):
-    """What the phone is running when it shows a given identity."""
-
-    BROM = "brom"  # the boot ROM: always there, but DRAM is off
-    PRELOADER = "preloader"  # the preloader's download mode: a short window after power-on
-    DA = "da"  # a Download Agent that re-enumerated (high-speed switch)
-
-
-@dataclass(frozen=True)
-class UsbIdentity:
-    """One VID:PID a MediaTek phone shows in download mode, and what it means."""
-
-    vid: int
-    pid: int
-    mode: UsbMode
-    name: str
-
-    def __str__(self) -> str:
-        return f"{self.vid:04x}:{self.pid:04x}"
-
-
-#: Every identity mtkfs opens (mtkclient's ``usb_ids.py``, restated; reference/mtkclient.md
-#: §2.1). USB-UART bridges are deliberately absent: they are not phones.
-USB_IDENTITIES: tuple[UsbIdentity, ...] = (
-    UsbIdentity(0x0E8D, 0x0003, UsbMode.BROM, "MediaTek BootROM"),
-    UsbIdentity(0x0E8D, 0x2000, UsbMode.PRELOADER, "MediaTek preloader"),
-    # The identity a DA is told to re-enumerate as (SWITCH_USB_SPEED 0x0E8D2001); also listed
-    # as a preloader by mtkclient.
-    UsbIdentity(0x0E8D, 0x2001, UsbMode.DA, "MediaTek Download Agent (high speed)"),
-    UsbIdentity(0x0E8D, 0x20FF, UsbMode.PRELOADER, "MediaTek preloader"),
-    UsbIdentity(0x0E8D, 0x3000, UsbMode.PRELOADER, "MediaTek preloader"),
-    UsbIdentity(0x0E8D, 0x6000, UsbMode.PRELOADER, "MediaTek preloader"),
-    UsbIdentity(0x1004, 0x6000, UsbMode.PRELOADER, "LG preloader"),
-    UsbIdentity(0x22D9, 0x0006, UsbMode.PRELOADER, "OPPO preloader"),
-    UsbIdentity(0x0FCE, 0xF200, UsbMode.BROM, "Sony BootROM"),
-    UsbIdentity(0x0FCE, 0xD1E9, UsbMode.BROM, "Sony BootROM"),
-    UsbIdentity(0x0FCE, 0xD1E2, UsbMode.BROM, "Sony BootROM"),
-    UsbIdentity(0x0FCE, 0xD1EC, UsbMode.BROM, "Sony BootROM"),
-    UsbIdentity(0x0FCE, 0xD1DD, UsbMode.BROM, "Sony BootROM"),
-)
-_BY_ID = {(i.vid, i.pid): i for i in USB_IDENTITIES}
-
 _CLASS_COMM = 0x02  # CDC Communications interface (cdc_acm binds here)
 _CLASS_CDC_DATA = 0x0A  # CDC Data interface: the bulk pipe pair
 #: SET_LINE_CODING payload: 115200 baud, 1 stop bit, no parity, 8 data bits. The rate means
@@ -134,9 +93,10 @@ _MAX_TRANSFER_BYTES = 1024 * 1024
 _CALL_SLICE_S = 5.0
 
 PERMISSION_HINT = (
-    "permission denied on the USB device. Install mtkfs's udev rule "
-    "(copy systemd/70-mtkfs.rules to /etc/udev/rules.d/, run 'udevadm control --reload', "
-    "replug the phone) or run mtkfs as root"
+    "permission denied on the USB device. Give your user access with a udev rule for its "
+    'VID:PID (a line such as SUBSYSTEM=="usb", ATTR{idVendor}=="0e8d", '
+    'ATTR{idProduct}=="2000", TAG+="uaccess" in /etc/udev/rules.d/70-mtkfs.rules; then '
+    "'udevadm control --reload' and replug the phone) or run mtkfs as root"
 )
 
 
@@ -288,12 +248,16 @@ def find_mtk_devices() -> list[UsbCandidate]:
     """
     try:
         found = usb.core.find(
-            find_all=True, custom_match=lambda d: (d.idVendor, d.idProduct) in _BY_ID
+            find_all=True, custom_match=lambda d: identity_of(d.idVendor, d.idProduct) is not None
         )
         devices: list[UsbDevice] = list(found or ())
     except (usb.core.NoBackendError, usb.core.USBError) as exc:
         raise map_usb_error(exc, "USB", "listing devices") from exc
-    return [_candidate(d, _BY_ID[d.idVendor, d.idProduct]) for d in devices]
+    return [
+        _candidate(dev, identity)
+        for dev in devices
+        if (identity := identity_of(dev.idVendor, dev.idProduct)) is not None
+    ]
 
 
 async def wait_for_device(
@@ -470,20 +434,14 @@ class UsbLink(Link):
         while len(self._rx) < size:
             remaining_s = deadline - trio.current_time()
             if remaining_s <= 0:
-                raise TransportTimeout(
-                    f"{self.description}: {size} bytes did not come within {timeout_s:g} s "
-                    f"({len(self._rx)} came)"
-                )
+                raise self._timed_out(size, timeout_s)
             request = read_request_bytes(size - len(self._rx), self._eps.in_packet_bytes)
             timeout_ms = _timeout_ms(min(remaining_s, _CALL_SLICE_S))
             try:
                 chunk = await self._call("reading", self._read, request, timeout_ms)
             except TransportTimeout:
                 if remaining_s <= _CALL_SLICE_S:
-                    raise TransportTimeout(
-                        f"{self.description}: {size} bytes did not come within {timeout_s:g} s "
-                        f"({len(self._rx)} came)"
-                    ) from None
+                    raise self._timed_out(size, timeout_s) from None
                 continue  # a slice of a long wait ran out; wait on
             self._rx += chunk
         data = bytes(self._rx[:size])
@@ -491,6 +449,12 @@ class UsbLink(Link):
         if not size:
             await trio.lowlevel.checkpoint()
         return data
+
+    def _timed_out(self, size: int, timeout_s: float) -> TransportTimeout:
+        return TransportTimeout(
+            f"{self.description}: {size} bytes did not come within {timeout_s:g} s "
+            f"({len(self._rx)} came)"
+        )
 
     def _write(self, piece: memoryview, timeout_ms: int) -> int:
         buffer = array.array("B")
@@ -531,7 +495,7 @@ def _quietly(fn: Callable[..., object], *args: object) -> None:
 
 
 def _describe(dev: UsbDevice) -> str:
-    identity = _BY_ID.get((dev.idVendor, dev.idProduct))
+    identity = identity_of(dev.idVendor, dev.idProduct)
     if identity is not None:
         return _candidate(dev, identity).description
     return f"USB {dev.idVendor:04x}:{dev.idProduct:04x} bus {dev.bus} address {dev.address}"
@@ -546,7 +510,7 @@ def _select(bus: int | None, address: int | None, port_path: str | None) -> tupl
             raise map_usb_error(exc, "USB", "listing devices") from exc
         if dev is None:
             raise SourceError(f"no USB device at bus {bus} address {address}")
-        if (dev.idVendor, dev.idProduct) not in _BY_ID:
+        if identity_of(dev.idVendor, dev.idProduct) is None:
             log.warning("%s is not a known MediaTek download-mode identity", _describe(dev))
         return dev, _describe(dev)
     candidates = [c for c in find_mtk_devices() if port_path is None or c.port_path == port_path]

@@ -120,7 +120,7 @@ async def serve_on_pty(profile: Profile, folder: Path, *, writable: bool) -> Non
     What a phone on ``/dev/ttyACM0`` looks like to ``mtkfs mount da:/dev/ttyACM0``: tests and
     experiments mount ``da:/dev/pts/N`` through the real tty link.
     """
-    from mtkfs.links.memory import run_device
+    from mtkfs.links.base import run_device
     from mtkfs.links.pty import open_pty_pair
 
     path, link = open_pty_pair(f"simulated {profile.chip.name}")

@@ -7,6 +7,9 @@ the device answers exactly when, and only when, the protocol lets it. A device g
 finishes is a device that went away (``DeviceGoneError`` on the next read); one that waits for
 bytes the host never sends while the host waits too is a stalled device (``TransportTimeout``,
 immediately — there is nobody else who could make progress).
+
+Its twin for a simulator behind a real link (a pty, a serial port) is
+:func:`mtkfs.links.base.run_device`, which serves the same generator from its own task.
 """
 
 from __future__ import annotations
@@ -30,14 +33,17 @@ class GeneratorLink(Link):
     ) -> None:
         self.description = description
         self._on_close = on_close
-        self.max_packet_bytes = 512
         self._device: Op[object] | None = device
         self._request: Send | Recv | None = None
         self._to_device = bytearray()
         self._to_host = bytearray()
-        self.sent_bytes = 0
         self.received_bytes = 0
         self._started = False
+
+    @property
+    def _gone(self) -> bool:
+        """The device generator ended (or the link was closed) after it had started."""
+        return self._device is None and self._started
 
     def _step(self) -> None:
         """Run the device until it waits for bytes the host has not sent yet (or ends)."""
@@ -63,16 +69,17 @@ class GeneratorLink(Link):
             self._request = None
 
     async def send(self, data: bytes, *, zlp: bool = False) -> None:
-        if self._device is None and self._started:
+        """Hand ``data`` to the device and let it run (``zlp`` is ignored: no packets)."""
+        del zlp
+        if self._gone:
             raise DeviceGoneError(f"{self.description}: disconnected")
         self._to_device += data
-        self.sent_bytes += len(data)
         self._step()
 
     async def recv_exactly(self, size: int, timeout_s: float) -> bytes:
         self._step()
         if len(self._to_host) < size:
-            if self._device is None and self._started:
+            if self._gone:
                 raise DeviceGoneError(
                     f"{self.description}: disconnected ({len(self._to_host)} of {size} bytes)"
                 )

@@ -8,8 +8,7 @@ from mtkfs.errors import SourceError, UsageError
 from mtkfs.links.base import Link
 from mtkfs.links.serial import open_serial
 from mtkfs.links.usb import UsbLink
-from mtkfs.protocols.dafile import load_da_file
-from mtkfs.testing.simlink import GeneratorLink
+from mtkfs.protocols.dafile import DaFile, load_da_file
 from mtkfs.transports.base import Transport
 from mtkfs.transports.da import DaTransport
 from mtkfs.transports.image import ImageTransport
@@ -23,7 +22,8 @@ _SCHEMES = ("adb:", "uboot:")
 async def open_transport(
     source: str, *, writable: bool = False, da_file: Path | None = None
 ) -> Transport:
-    """Open the transport a SOURCE string names (today: a PATH to an image or readback folder).
+    """Open the transport a SOURCE string names: ``sim:``, ``da:``, or a PATH to an image or
+    readback folder (``image:PATH`` when the path itself starts like a scheme).
 
     ``writable`` only for ``-o rw`` mounts and journal commands: a read-only mount never opens
     the source for writing. ``da_file``: the user's Download Agent (``--da``) for ``da:`` and
@@ -47,20 +47,13 @@ async def open_transport(
 async def _open_sim(source: str, *, writable: bool, da_file: Path | None) -> Transport:
     """``sim:NAME[:FOLDER]``: a simulated phone, reached through the real DA client path."""
     from mtkfs.testing.sim_mtk import parse_sim_source, start_phone, synthetic_da
+    from mtkfs.testing.simlink import GeneratorLink
 
     profile, folder = parse_sim_source(source)
     da = load_da_file(da_file) if da_file is not None else synthetic_da(profile)
     phone = start_phone(profile, folder, writable=writable)
-    link = GeneratorLink(
-        phone.device(),
-        f"a simulated phone ({folder})",
-        on_close=phone.close,
-    )
-    try:
-        return await DaTransport.connect(link, da, writable=writable)
-    except BaseException:
-        await link.aclose()
-        raise
+    link = GeneratorLink(phone.device(), f"a simulator backed by {folder}", on_close=phone.close)
+    return await _connect_da(link, da, writable=writable)
 
 
 async def _open_da(source: str, *, writable: bool, da_file: Path | None) -> Transport:
@@ -79,6 +72,11 @@ async def _open_da(source: str, *, writable: bool, da_file: Path | None) -> Tran
         link = await UsbLink.open()
     else:
         raise SourceError(f"{source}: expected da: (USB) or da:/dev/ttyACMn (a tty)")
+    return await _connect_da(link, da, writable=writable)
+
+
+async def _connect_da(link: Link, da: DaFile, *, writable: bool) -> Transport:
+    """Start the DA session over ``link``; the link is closed if that fails (or is cancelled)."""
     try:
         return await DaTransport.connect(link, da, writable=writable)
     except BaseException:

@@ -69,9 +69,11 @@ class DaTransport(Transport):
         # ME_ID/SOC_ID are per device: the journal and the disk cache follow the phone, not the
         # USB port it happens to be plugged into.
         self.device_id = f"da:{chip}:{ident}"
+        # "MT6765 in preloader mode on /dev/ttyACM0 (XFlash DA; emmc: boot1, boot2, user)": the
+        # chip says what, the link where (messages embed it: "… has 2 unfinished writes").
         self.description = (
-            f"{info.chip.name} in {info.mode} mode via the XFlash DA over {link.description} "
-            f"({storage.kind}: {', '.join(self.regions)})"
+            f"{info.chip.name} in {info.mode} mode on {link.description} "
+            f"(XFlash DA; {storage.kind}: {', '.join(self.regions)})"
         )
         self.mtime_s = 0.0
         # One USB 2.0 command moves ~40 MB/s after ~1 ms: 256 KiB chunks keep random reads

@@ -48,7 +48,7 @@ def test_sim_phone_partitions_are_the_emmc_bytes(p70a_rw: Layout, tmp_path: Path
     source = f"sim:mt6765:{p70a_rw.folder}"
     with mounted(source, tmp_path / "mnt") as mnt:
         status = json.loads((mnt / ".mtkfs" / "status.json").read_text())
-        assert "preloader mode via the XFlash DA" in status["source"]
+        assert "in preloader mode on a simulator backed by" in status["source"]
         user = p70a_rw.folder / "User"
         for part in p70a_rw.partitions:
             if part.region != "user" or part.size_bytes > 64 << 20:

@@ -1,4 +1,4 @@
-"""Links: in-memory pairs, ttys over a real pty, and the USB link against a fake pyusb device.
+"""Links: ttys over a real pty, run_device, and the USB link against a fake pyusb device.
 
 What matters for every link is the :class:`~mtkfs.links.base.Link` contract the protocols stand
 on: bytes arrive in order whatever the chunking, ``recv_exactly`` keeps its timeout (a silent
@@ -29,8 +29,7 @@ import usb.util
 
 from mtkfs.errors import DeviceGoneError, SourceError, TransportError, TransportTimeout
 from mtkfs.links import usb as usblink
-from mtkfs.links.base import Link, drive
-from mtkfs.links.memory import memory_link_pair, run_device
+from mtkfs.links.base import Link, drive, run_device
 from mtkfs.links.pty import open_pty_pair
 from mtkfs.links.serial import SerialLink, SerialUrlLink, open_serial
 from mtkfs.links.usb import (
@@ -96,109 +95,6 @@ ALL_BYTES = bytes(range(256))
 def payload_of(size: int) -> bytes:
     """Every byte value (XON/XOFF, CR, LF, NUL, 0xFF…), in an order that is not periodic."""
     return (ALL_BYTES * (size // 256 + 1))[:size].translate(bytes(reversed(ALL_BYTES)))[::-1]
-
-
-# -- memory links ------------------------------------------------------------------------------
-
-
-async def test_memory_pair_round_trips_in_both_directions() -> None:
-    host, device = memory_link_pair()
-    await host.send(b"hello ")
-    await host.send(b"world")
-    assert await device.recv_exactly(3, 1) == b"hel"
-    assert await device.recv_exactly(8, 1) == b"lo world"
-    await device.send(b"\x00\xff" * 3)
-    assert await host.recv_exactly(6, 1) == b"\x00\xff" * 3
-    assert await host.recv_exactly(0, 1) == b""
-
-
-async def test_memory_timeout_keeps_what_came(autojump_clock: trio.testing.MockClock) -> None:
-    host, device = memory_link_pair()
-    await device.send(b"abc")
-    start = trio.current_time()
-    with pytest.raises(TransportTimeout, match="5 bytes did not come within 2 s"):
-        await host.recv_exactly(5, 2.0)
-    assert trio.current_time() - start == pytest.approx(2.0)
-    await device.send(b"de")
-    assert await host.recv_exactly(5, 2.0) == b"abcde"  # nothing lost to the timeout
-
-
-async def test_memory_close_delivers_buffered_bytes_then_device_gone() -> None:
-    host, device = memory_link_pair()
-    await device.send(b"last words")
-    await device.aclose()
-    assert await host.recv_exactly(4, 1) == b"last"
-    with pytest.raises(DeviceGoneError, match="other end closed"):
-        await host.recv_exactly(100, 1)
-    with pytest.raises(DeviceGoneError):
-        await host.send(b"anyone?")
-    with pytest.raises(DeviceGoneError):
-        await device.recv_exactly(1, 1)
-    await device.aclose()  # idempotent
-
-
-async def test_memory_close_wakes_a_waiting_reader() -> None:
-    host, device = memory_link_pair()
-    async with trio.open_nursery() as nursery:
-
-        async def close_soon() -> None:
-            await trio.sleep(0.01)
-            await device.aclose()
-
-        nursery.start_soon(close_soon)
-        with trio.fail_after(5), pytest.raises(DeviceGoneError):
-            await host.recv_exactly(10, 60)
-
-
-async def test_memory_send_waits_for_room(autojump_clock: trio.testing.MockClock) -> None:
-    host, device = memory_link_pair(capacity_bytes=1000)
-    await host.send(b"x" * 1500)  # one chunk over the capacity goes in whole
-    with trio.move_on_after(1) as blocked:
-        await host.send(b"y")
-    assert blocked.cancelled_caught  # the pipe is full until the device reads
-    assert await device.recv_exactly(1500, 1) == b"x" * 1500
-    await host.send(b"y")
-    assert await device.recv_exactly(1, 1) == b"y"
-
-
-async def test_drive_a_toy_protocol_over_memory() -> None:
-    host, device = memory_link_pair(capacity_bytes=64 * 1024)  # flow control along the way
-    served: list[int] = []
-    payload = payload_of(3 * 1024 * 1024 + 17)
-    with trio.fail_after(20):
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(run_device, toy_device(served), device)
-            assert await drive(toy_host(payload), host) == payload
-            assert await drive(toy_host(b""), host) == b""
-            nursery.cancel_scope.cancel()
-    assert served == [len(payload), 0, -1]
-
-
-async def test_run_device_ends_with_device_gone_and_closes_the_generator() -> None:
-    host, device = memory_link_pair()
-    served: list[int] = []
-    with trio.fail_after(5):
-        async with trio.open_nursery() as nursery:
-
-            async def serve() -> None:
-                with pytest.raises(DeviceGoneError):
-                    await run_device(toy_device(served), device)
-
-            nursery.start_soon(serve)
-            assert await drive(toy_host(b"ping"), host) == b"ping"
-            await host.aclose()
-    assert served == [4, -1]  # one request, then the generator's finally ran
-
-
-async def test_drive_times_out_on_a_silent_device(autojump_clock: trio.testing.MockClock) -> None:
-    host, device = memory_link_pair()
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(run_device, silent_device(), device)
-        start = trio.current_time()
-        with pytest.raises(TransportTimeout):
-            await drive(toy_host(b"hello"), host, timeout_s=3.0)
-        assert trio.current_time() - start == pytest.approx(3.0)
-        nursery.cancel_scope.cancel()
 
 
 # -- ttys over a real pty ----------------------------------------------------------------------
@@ -344,6 +240,28 @@ async def test_pty_simulator_survives_the_host_reconnecting() -> None:
         await master.aclose()
 
 
+async def test_run_device_ends_with_device_gone_and_closes_the_generator() -> None:
+    """The simulator's link going away ends run_device, and the generator's finally runs."""
+    path, master = open_pty_pair()
+    served: list[int] = []
+    host = await open_serial(path)
+    try:
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+
+                async def serve() -> None:
+                    with pytest.raises(DeviceGoneError):
+                        await run_device(toy_device(served), master)
+
+                nursery.start_soon(serve)
+                assert await drive(toy_host(b"ping"), host) == b"ping"
+                await master.aclose()
+    finally:
+        await host.aclose()
+        await master.aclose()
+    assert served == [4, -1]  # one request, then the generator's finally ran
+
+
 async def test_open_serial_errors_say_what_to_do() -> None:
     with pytest.raises(SourceError, match="no such port"):
         await open_serial("/dev/does-not-exist-mtkfs")
@@ -386,7 +304,7 @@ async def test_pyserial_url_without_a_descriptor_uses_worker_threads() -> None:
         (0, 512, True, True),  # an explicit ZLP
         (1024, 512, False, False),  # not asked for
         (64, 64, True, True),  # full-speed packets
-        (1024, 0, True, False),  # no packets at all (tty, memory)
+        (1024, 0, True, False),  # no packets at all (tty, pty)
     ],
 )
 def test_zlp_rule(size: int, packet: int, requested: bool, expected: bool) -> None:
