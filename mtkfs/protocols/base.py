@@ -50,6 +50,15 @@ Request = Send | Recv
 Op = Generator[Request, bytes | None, T]
 
 
+def recv_exact(size: int) -> Op[bytes]:
+    """``data = yield from recv_exact(size)``: a Recv, checked to have been answered with exactly
+    ``size`` bytes (a driver that breaks that promise is a bug here: LocalProtocolError)."""
+    data = yield Recv(size)
+    if data is None or len(data) != size:
+        raise LocalProtocolError(f"driver resumed a Recv({size}) with {data!r:.40}")
+    return data
+
+
 def expect(got: bytes, wanted: bytes, what: str) -> None:
     """Raise RemoteProtocolError unless ``got == wanted`` (echoes, fixed replies)."""
     if got != wanted:

@@ -27,13 +27,14 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from mtkfs.errors import (
-    AuthRequiredError,
-    LocalProtocolError,
-    RemoteProtocolError,
-    TransportError,
-)
-from mtkfs.protocols.base import Op, Recv, Send
+from mtkfs.errors import AuthRequiredError, LocalProtocolError, RemoteProtocolError
+from mtkfs.protocols.base import Op, Send, recv_exact
+
+# The status tables live in brom_status; `X as X` re-exports the names callers import from here.
+from mtkfs.protocols.brom_status import RETRY_ADVICE, SIGNED_DA_ADVICE, check_status
+from mtkfs.protocols.brom_status import STATUS_NAMES as STATUS_NAMES
+from mtkfs.protocols.brom_status import status_error as status_error
+from mtkfs.protocols.brom_status import status_name as status_name
 from mtkfs.protocols.chips import Chip, chip_for
 
 log = logging.getLogger(__name__)
@@ -69,128 +70,6 @@ MAX_ID_BYTES = 256
 DA_CHUNK_BYTES = 0x2000
 #: JUMP_DA64's architecture byte: AArch64.
 AARCH64 = 0x01
-
-# --------------------------------------------------------------------------------------------
-# Status codes
-
-
-#: BROM/preloader status names (mtkclient ``Library/error.py``; 0xFFFD-0xFFFF are the preloader's
-#: -3/-2/-1 argument checks in MediaTek's ``download.c``).
-STATUS_NAMES: dict[int, str] = {
-    0x1D00: "ADDRESS_TOO_HIGH_80000000",
-    0x1D01: "ADDRESS_TOO_HIGH_40000000",
-    0x1D02: "INVALID_ADDRESS",
-    0x1D0C: "NO_AUTH_NEEDED",
-    0x1D0D: "SLA_ERROR",
-    0x1D0E: "DA_OVERLAP",
-    0x1D0F: "DA_INVALID_JUMP_ADDR",
-    0x1D10: "DA_EXCEED_MAX_DA_BLOCKS",
-    0x1D11: "DA_ADDR_NOT_16BITS_ALIGNED",
-    0x1D12: "DA_INVALID_ADDR_AND_LEN",
-    0x1D13: "DA_LEN_IS_ZERO",
-    0x1D14: "DA_SIG_LEN_EXCEED_DA_LEN",
-    0x1D15: "DA_SIG_LEN_IS_ZERO_AND_DAA_ACTIVE",
-    0x1D16: "DA_NOT_EXIST",
-    0x1D17: "DA_BLOCKS_INCONSISTENT_WITH_TOOL_AUTH",
-    0x1D21: "DA_VERSION_NOT_SUPPORTED",
-    0x2000: "AUTH_IMAGE_VERIFY_FAIL",
-    0x2001: "DA_IMAGE_SIG_VERIFY_FAIL",
-    0x2002: "DA_IMAGE_NO_MEM_FAIL",
-    0x2003: "DA_INIT_KEY_FAIL",
-    0x2004: "IMG_INIT_KEY_FAIL",
-    0x2005: "HASH_IMAGE_FAIL",
-    0x2006: "DA_RELOCATE_SIZE_NOT_ENOUGH",
-    0x5A5B: "DA_IN_BLACKLIST",
-    0x6000: "SBC_KEY_NOT_FOUND",
-    0x6001: "BR_SEC_CFG_NOT_FOUND",
-    0x6002: "ERR_PUBK_NOT_INITIALIZED",
-    0x6003: "SHA256_OP_FAIL",
-    0x6004: "ERR_PSS_CHK_FAIL",
-    0x6005: "ERR_SIG_CHK_FAIL",
-    0x7000: "REGION_INVALID_INCLUDE",
-    0x7001: "REGION_INVALID_OVERLAP",
-    0x7002: "REGION_INVALID_OVERFLOW",
-    0x7003: "DA_INVALID_LOCATION",
-    0x7004: "DA_INVALID_LENGTH",
-    0x7015: "DAA_SECURITY_ERROR_SIGNATURE",
-    0x7017: "DAA_SECURITY_ERROR",
-    0x7024: "DAA_SIG_VERIFY_FAILED",
-    0xFFFD: "ARG_COUNT_OVERFLOW",
-    0xFFFE: "ARG_COUNT_IS_ZERO",
-    0xFFFF: "ARG_ADDR_MISALIGNED",
-}
-
-_SIGNED_DA = (
-    "use a Download Agent signed for this device (the vendor's MTK_AllInOne_DA.bin or DA_BR.bin "
-    "from its firmware package, passed with --da), ideally with the phone in preloader mode "
-    "(plugged in switched off, no buttons held)"
-)
-
-#: Statuses that mean "not without authorisation", with what the user can do about each.
-AUTH_STATUSES: dict[int, str] = {
-    0x1D0D: (
-        "the BootROM requires serial-link authentication (SLA: a challenge signed with the "
-        "vendor's private key) before it accepts a Download Agent, and mtkfs does not bypass "
-        "it: connect in preloader mode (plugged in switched off, no buttons held) with the "
-        "vendor's signed DA (--da), or use the vendor's authorised tool and auth file"
-    ),
-    0x1D15: "DA authentication (DAA) is on and the DA carries no signature; " + _SIGNED_DA,
-    0x1D17: "the DA does not match the device's authorisation (DAA); " + _SIGNED_DA,
-    0x2000: "the device rejected the image's signature (secure boot); " + _SIGNED_DA,
-    0x2001: (
-        "the device verified the uploaded DA's signature and rejected it (secure boot / DAA); "
-        + _SIGNED_DA
-    ),
-    0x5A5B: "the device has blacklisted this DA; " + _SIGNED_DA + " (a newer one)",
-    0x7015: "DA authentication (DAA) failed on the signature; " + _SIGNED_DA,
-    0x7017: "DA authentication (DAA) refused the request; " + _SIGNED_DA,
-    0x7024: "DA authentication (DAA): the signature did not verify; " + _SIGNED_DA,
-}
-
-_RETRY = (
-    "power the phone off (hold the power key ~10 s), reconnect it in BROM or preloader mode "
-    "and retry"
-)
-_WRONG_DA = "the DA file's entry does not fit this chip (load address or size); check --da"
-
-#: Advice for the non-authorisation statuses a user can actually act on.
-_ADVICE: dict[int, str] = {
-    0x1D0E: _WRONG_DA,
-    0x1D0F: _WRONG_DA,
-    0x1D10: _WRONG_DA,
-    0x1D11: _WRONG_DA,
-    0x1D12: _WRONG_DA,
-    0x1D13: "the DA entry is empty; check --da",
-    0x1D14: "the DA entry's signature length exceeds its size; the DA file is damaged",
-    0x1D16: "no DA was uploaded before the jump; " + _RETRY,
-    0x1D21: "the device does not support this DA version; use the DA from its firmware package",
-}
-
-
-def status_name(status: int) -> str:
-    """``DA_OVERLAP (0x1d0e)``, or ``unknown status 0x1234``."""
-    name = STATUS_NAMES.get(status)
-    return f"{name} ({status:#06x})" if name else f"unknown status {status:#06x}"
-
-
-def status_error(status: int, what: str) -> TransportError:
-    """The exception for a failing ``status`` of ``what`` (a command), with what to do.
-
-    Authorisation statuses become :class:`AuthRequiredError` (exit code 8: retrying cannot help);
-    everything else is the device refusing or misbehaving (:class:`RemoteProtocolError`).
-    """
-    auth = AUTH_STATUSES.get(status)
-    if auth is not None:
-        return AuthRequiredError(f"{what}: {status_name(status)}: {auth}")
-    advice = _ADVICE.get(status, _RETRY)
-    return RemoteProtocolError(f"{what} failed: {status_name(status)}: {advice}")
-
-
-def _check(status: int, what: str) -> None:
-    """Raise unless ``status`` means success (``<= 0xFF``, mtkclient's rule)."""
-    if status > 0xFF:
-        raise status_error(status, what)
-
 
 # --------------------------------------------------------------------------------------------
 # Results
@@ -300,31 +179,23 @@ class DeviceInfo:
 # Framing helpers
 
 
-def _recv(size: int) -> Op[bytes]:
-    """Read exactly ``size`` bytes (the driver guarantees the length or raises)."""
-    data = yield Recv(size)
-    if data is None or len(data) != size:
-        raise LocalProtocolError(f"driver resumed a Recv({size}) with {data!r}")
-    return data
-
-
 def _u16() -> Op[int]:
-    return int.from_bytes((yield from _recv(2)), "big")
+    return int.from_bytes((yield from recv_exact(2)), "big")
 
 
 def _u32() -> Op[int]:
-    return int.from_bytes((yield from _recv(4)), "big")
+    return int.from_bytes((yield from recv_exact(4)), "big")
 
 
 def _echoed(data: bytes, what: str) -> Op[None]:
     """Send ``data`` and expect it back unchanged (commands and their parameters)."""
     yield Send(data)
-    got = yield from _recv(len(data))
+    got = yield from recv_exact(len(data))
     if got != data:
         raise RemoteProtocolError(
             f"{what}: the device answered {got.hex(' ')} instead of echoing {data.hex(' ')}: "
             "it is not in BROM/preloader command mode (a half-finished earlier session, or the "
-            f"DA is already running); {_RETRY}"
+            f"DA is already running); {RETRY_ADVICE}"
         )
 
 
@@ -390,7 +261,7 @@ def _handshake_reply(sent: int, noise_budget: int, limit: int) -> Op[tuple[int, 
     answers = {~sent & 0xFF, (sent + 1) & 0xFF}
     skipped = 0
     while True:
-        (reply,) = yield from _recv(1)
+        (reply,) = yield from recv_exact(1)
         if reply in answers:
             return reply, skipped
         skipped += 1
@@ -410,16 +281,16 @@ def get_hw_code() -> Op[int]:
     """GET_HW_CODE: the chip's BROM code (0x0766 = MT6765), then a status."""
     yield from _command(Cmd.GET_HW_CODE)
     hw_code = yield from _u16()
-    _check((yield from _u16()), "GET_HW_CODE")
+    check_status((yield from _u16()), "GET_HW_CODE")
     return hw_code
 
 
 def get_hw_sw_ver() -> Op[HwSwVersion]:
     """GET_HW_SW_VER: sub code, hardware and software versions (DA entries are chosen by them)."""
     yield from _command(Cmd.GET_HW_SW_VER)
-    raw = yield from _recv(8)
+    raw = yield from recv_exact(8)
     sub_code, hw_ver, sw_ver, status = struct.unpack(">4H", raw)
-    _check(status, "GET_HW_SW_VER")
+    check_status(status, "GET_HW_SW_VER")
     return HwSwVersion(sub_code, hw_ver, sw_ver)
 
 
@@ -427,7 +298,7 @@ def get_target_config() -> Op[TargetConfig]:
     """GET_TARGET_CONFIG: the security bits (u32), then a status."""
     yield from _command(Cmd.GET_TARGET_CONFIG)
     raw = yield from _u32()
-    _check((yield from _u16()), "GET_TARGET_CONFIG")
+    check_status((yield from _u16()), "GET_TARGET_CONFIG")
     return TargetConfig(raw)
 
 
@@ -435,7 +306,7 @@ def get_bl_ver() -> Op[int | None]:
     """GET_BL_VER, not echoed: the BootROM answers 0xFE itself (→ None), a preloader its
     version byte. This is how a client tells the two apart (mtkclient ``get_blver``)."""
     yield Send(bytes([Cmd.GET_BL_VER]))
-    (reply,) = yield from _recv(1)
+    (reply,) = yield from recv_exact(1)
     return None if reply == Cmd.GET_BL_VER else reply
 
 
@@ -443,7 +314,7 @@ def get_version() -> Op[int]:
     """GET_VERSION, not echoed: one byte (the BROM's version; a preloader that does not know
     the command echoes 0xFF, which reads the same)."""
     yield Send(bytes([Cmd.GET_VERSION]))
-    (reply,) = yield from _recv(1)
+    (reply,) = yield from recv_exact(1)
     return reply
 
 
@@ -464,10 +335,10 @@ def _get_id(cmd: Cmd) -> Op[bytes]:
     if size_bytes > MAX_ID_BYTES:
         raise RemoteProtocolError(
             f"{cmd.name}: the device announced a {size_bytes}-byte ID (at most {MAX_ID_BYTES} "
-            f"expected): a garbled reply; {_RETRY}"
+            f"expected): a garbled reply; {RETRY_ADVICE}"
         )
-    ident = yield from _recv(size_bytes)
-    _check((yield from _u16()), cmd.name)
+    ident = yield from recv_exact(size_bytes)
+    check_status((yield from _u16()), cmd.name)
     return ident
 
 
@@ -494,9 +365,9 @@ def _read(cmd: Cmd, addr: int, count: int, width_bytes: int) -> Op[list[int]]:
     yield from _command(cmd)
     yield from _echoed_u32(addr, f"{what} address")
     yield from _echoed_u32(count, f"{what} count")
-    _check((yield from _u16()), what)
-    raw = yield from _recv(count * width_bytes)
-    _check((yield from _u16()), what)
+    check_status((yield from _u16()), what)
+    raw = yield from recv_exact(count * width_bytes)
+    check_status((yield from _u16()), what)
     return [
         int.from_bytes(raw[i : i + width_bytes], "big") for i in range(0, len(raw), width_bytes)
     ]
@@ -504,12 +375,12 @@ def _read(cmd: Cmd, addr: int, count: int, width_bytes: int) -> Op[list[int]]:
 
 def write32(addr: int, values: int | Sequence[int]) -> Op[None]:
     """WRITE32: store u32 ``values`` from ``addr`` on."""
-    _check((yield from _write(Cmd.WRITE32, addr, values, 4)), f"WRITE32 {addr:#010x}")
+    check_status((yield from _write(Cmd.WRITE32, addr, values, 4)), f"WRITE32 {addr:#010x}")
 
 
 def write16(addr: int, values: int | Sequence[int]) -> Op[None]:
     """WRITE16: store u16 ``values`` from ``addr`` on (MT6575/77 watchdog)."""
-    _check((yield from _write(Cmd.WRITE16, addr, values, 2)), f"WRITE16 {addr:#010x}")
+    check_status((yield from _write(Cmd.WRITE16, addr, values, 2)), f"WRITE16 {addr:#010x}")
 
 
 def _write(cmd: Cmd, addr: int, values: int | Sequence[int], width_bytes: int) -> Op[int]:
@@ -585,7 +456,7 @@ def send_da(load_addr: int, data: bytes, sig_len: int) -> Op[int]:
     yield from _echoed_u32(load_addr, "SEND_DA load address")
     yield from _echoed_u32(len(payload), "SEND_DA length")
     yield from _echoed_u32(sig_len, "SEND_DA signature length")
-    _check((yield from _u16()), "SEND_DA")
+    check_status((yield from _u16()), "SEND_DA")
     for offset in range(0, len(payload), DA_CHUNK_BYTES):
         yield Send(payload[offset : offset + DA_CHUNK_BYTES], zlp=True)
     device_checksum = yield from _u16()
@@ -594,11 +465,11 @@ def send_da(load_addr: int, data: bytes, sig_len: int) -> Op[int]:
     if device_checksum not in (ours, 0):
         raise RemoteProtocolError(
             f"SEND_DA: the device's checksum {device_checksum:#06x} differs from ours "
-            f"{ours:#06x}: the upload was corrupted on the way; {_RETRY}"
+            f"{ours:#06x}: the upload was corrupted on the way; {RETRY_ADVICE}"
         )
     if device_checksum == 0 and ours != 0:
         log.debug("SEND_DA: the device returned checksum 0 (not computed); relying on status")
-    _check(status, "SEND_DA (after the upload)")
+    check_status(status, "SEND_DA (after the upload)")
     return ours
 
 
@@ -606,7 +477,7 @@ def jump_da(addr: int) -> Op[None]:
     """JUMP_DA: start the uploaded 32-bit DA1 at ``addr``; from then on the DA owns the line."""
     yield from _command(Cmd.JUMP_DA)
     yield from _echoed_u32(addr, "JUMP_DA address")
-    _check((yield from _u16()), "JUMP_DA")
+    check_status((yield from _u16()), "JUMP_DA")
 
 
 def jump_da64(addr: int) -> Op[None]:
@@ -614,7 +485,7 @@ def jump_da64(addr: int) -> Op[None]:
     yield from _command(Cmd.JUMP_DA64)
     yield from _echoed_u32(addr, "JUMP_DA64 address")
     yield from _echoed(bytes([AARCH64]), "JUMP_DA64 architecture")
-    _check((yield from _u16()), "JUMP_DA64")
+    check_status((yield from _u16()), "JUMP_DA64")
 
 
 # --------------------------------------------------------------------------------------------
@@ -684,6 +555,6 @@ def check_security(info: DeviceInfo, *, da_signed: bool = False) -> None:
     need = "an auth file (SLA) and a signed DA" if info.is_brom and target.sla else "a signed DA"
     raise AuthRequiredError(
         f"{info.chip.describe()} in {info.mode} mode requires authorisation: target config "
-        f"{target}. It needs {need} authorised for this device; {_SIGNED_DA}. mtkfs sends no "
+        f"{target}. It needs {need} authorised for this device; {SIGNED_DA_ADVICE}. mtkfs sends no "
         "DA byte to a device that has not agreed to run it."
     )

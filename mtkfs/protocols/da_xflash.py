@@ -34,13 +34,25 @@ from dataclasses import dataclass
 from mtkfs.errors import (
     AuthRequiredError,
     LocalProtocolError,
-    MtkfsError,
-    OutOfRangeError,
     RemoteProtocolError,
     TransportError,
     UsageError,
 )
-from mtkfs.protocols.base import Op, Recv, Send
+from mtkfs.protocols.base import Op, Send, recv_exact
+
+# Statuses and storage records live in their own modules; `X as X` re-exports the names that
+# callers (the simulator, the tests) import from here.
+from mtkfs.protocols.xflash_status import STATUS_UNSUPPORTED_CTRL as STATUS_UNSUPPORTED_CTRL
+from mtkfs.protocols.xflash_status import status_error as status_error
+from mtkfs.protocols.xflash_storage import StorageInfo as StorageInfo
+from mtkfs.protocols.xflash_storage import StorageRegion as StorageRegion
+from mtkfs.protocols.xflash_storage import address_param as address_param
+from mtkfs.protocols.xflash_storage import need_bytes
+from mtkfs.protocols.xflash_storage import parse_emmc_info as parse_emmc_info
+from mtkfs.protocols.xflash_storage import parse_nand_info as parse_nand_info
+from mtkfs.protocols.xflash_storage import parse_nor_info as parse_nor_info
+from mtkfs.protocols.xflash_storage import parse_ufs_info as parse_ufs_info
+from mtkfs.protocols.xflash_storage import region_address as region_address
 
 log = logging.getLogger(__name__)
 
@@ -103,151 +115,6 @@ class Ctrl(enum.IntEnum):
     SLA_ENABLED_STATUS = 0x040016
 
 
-#: Storage ids of the 56-byte addressing parameter.
-STORAGE_IDS = {"emmc": 0x01, "nand": 0x10, "nor": 0x20, "ufs": 0x30}
-#: Region name → partition id, per storage kind. UFS LU n is reported n-th in GET_UFS_INFO and
-#: addressed as part n+1 (BOOT1, BOOT2, USER), as penumbra does; RPMB is not a data region here.
-_PART_IDS = {
-    "emmc": {"boot1": 1, "boot2": 2, "rpmb": 3, "gp1": 4, "gp2": 5, "gp3": 6, "gp4": 7, "user": 8},
-    "ufs": {"lu0": 1, "lu1": 2, "lu2": 3},
-    "nand": {"flash": 8},
-    "nor": {"flash": 8},
-}
-
-
-def region_address(kind: str, region: str) -> tuple[int, int]:
-    """``(storage id, partition id)`` of region ``region`` on storage ``kind`` (``emmc``…)."""
-    try:
-        return STORAGE_IDS[kind], _PART_IDS[kind][region]
-    except KeyError:
-        known = ", ".join(_PART_IDS.get(kind, {})) or "none"
-        raise LocalProtocolError(
-            f"no XFlash address for region {region!r} on {kind!r} storage (known: {known})"
-        ) from None
-
-
-# ---------------------------------------------------------------------------------------------
-# Statuses → exceptions
-# ---------------------------------------------------------------------------------------------
-
-STATUS_ERROR = 0xC0010001
-STATUS_UNSUPPORTED_CMD = 0xC0010003
-STATUS_UNSUPPORTED_CTRL = 0xC0010004
-STATUS_PROTOCOL_ERROR = 0xC0010005
-STATUS_DL_FORBIDDEN = 0xC0020004
-STATUS_CHECKSUM_ERROR = 0xC0040003
-STATUS_PARTITION_NOT_FOUND = 0xC0040006
-STATUS_UNKNOWN_STORAGE = 0xC0040009
-STATUS_EXCEED_RANGE = 0xC004000B
-STATUS_MMC_ERROR = 0xC0040030
-STATUS_EMI_VERSION = 0xC0040050
-STATUS_UFS_ERROR = 0xC0040060
-STATUS_DA_HASH_MISMATCH = 0xC0070004
-#: Progress codes of FORMAT (not errors there; unexpected anywhere else).
-STATUS_CONTINUE = 0x40040004
-STATUS_COMPLETE = 0x40040005
-
-#: Status → short name (mtkclient's ``error.py`` table, the codes a client meets).
-_STATUS_NAMES = {
-    STATUS_ERROR: "error",
-    0xC0010002: "abort",
-    STATUS_UNSUPPORTED_CMD: "unsupported command",
-    STATUS_UNSUPPORTED_CTRL: "unsupported ctrl code",
-    STATUS_PROTOCOL_ERROR: "protocol error",
-    0xC0010006: "protocol buffer overflow",
-    0xC0010007: "insufficient buffer",
-    0xC001000B: "invalid stage",
-    0xC001000C: "not implemented",
-    0xC0020003: "device not supported",
-    STATUS_DL_FORBIDDEN: "download forbidden",
-    0xC0020005: "image too large",
-    0xC0020007: "image verify fail",
-    0xC002000C: "write data not allowed",
-    0xC002000D: "format not allowed",
-    0xC002002D: "anti-rollback violation",
-    0xC0020049: "remote security policy disabled",
-    0xC002004C: "DA anti-rollback error",
-    0xC0020053: "DA version anti-rollback error",
-    0xC0030007: "invalid parameters",
-    0xC0040001: "unsupported operation",
-    STATUS_CHECKSUM_ERROR: "checksum error",
-    STATUS_PARTITION_NOT_FOUND: "partition not found",
-    STATUS_UNKNOWN_STORAGE: "unknown storage type",
-    STATUS_EXCEED_RANGE: "exceed available range",
-    STATUS_MMC_ERROR: "MMC error",
-    0xC0040040: "NAND error",
-    0xC0040042: "NAND timeout",
-    0xC0040043: "NAND bad block",
-    0xC0040045: "NAND page program failed",
-    STATUS_EMI_VERSION: "EMI setting version error",
-    STATUS_UFS_ERROR: "UFS error",
-    0xC0050005: "external RAM exception",
-    0xC0050007: "read data exception",
-    0xC0050008: "write data exception",
-    0xC0070001: "DA version mismatch",
-    STATUS_DA_HASH_MISMATCH: "DA hash mismatch",
-    STATUS_CONTINUE: "continue",
-    STATUS_COMPLETE: "complete",
-}
-
-
-def status_name(status: int) -> str:
-    """``"exceed available range (0xC004000B)"``: the DA's meaning and the code."""
-    name = _STATUS_NAMES.get(status, "unknown status")
-    return f"{name} (0x{status:08X})"
-
-
-def status_error(status: int, what: str) -> MtkfsError:
-    """The exception for a non-OK status answering ``what``, with a message saying what to do.
-
-    The group (second byte) decides the class: 0xC002 security → AuthRequiredError, 0xC004
-    storage → TransportError (a checksum error is temporary: the link garbled a packet),
-    0xC001 → protocol errors; "exceed available range" → OutOfRangeError.
-    """
-    text = f"{what}: the Download Agent answered {status_name(status)}"
-    group = status & 0xFFFF0000
-    exc: MtkfsError
-    if status == STATUS_EXCEED_RANGE:
-        exc = OutOfRangeError(f"{text}: the request lies beyond the end of that flash area")
-    elif status in (0xC002002D, 0xC002004C, 0xC0020053):
-        exc = AuthRequiredError(
-            f"{text}: the phone's anti-rollback version is newer than this DA's; use the DA "
-            "from the phone's current firmware package"
-        )
-    elif group == 0xC0020000 or status == STATUS_DA_HASH_MISMATCH:
-        exc = AuthRequiredError(
-            f"{text}: the device's security policy (secure boot, SLA, DAA, a signed DA) forbids "
-            "this, and mtkfs does not bypass it; use the phone maker's signed DA in preloader "
-            "mode, with the authorisation it requires"
-        )
-    elif status in (STATUS_UNSUPPORTED_CMD, STATUS_UNSUPPORTED_CTRL):
-        exc = RemoteProtocolError(
-            f"{text}: this DA lacks the command; try the DA file from the phone's own firmware "
-            "(MTK_AllInOne_DA.bin / DA_PL.bin of a matching version)"
-        )
-    elif status in (STATUS_PROTOCOL_ERROR, 0xC0010006, 0xC0010007):
-        exc = LocalProtocolError(
-            f"{text}: the DA could not parse what mtkfs sent (a bug, or bytes corrupted on the "
-            "link); replug the phone and retry, and report it with --debug if it repeats"
-        )
-    elif status == STATUS_EMI_VERSION:
-        exc = TransportError(
-            f"{text}: the EMI (DRAM) settings do not fit this DA or phone; pass the preloader "
-            "of this exact phone model with --preloader"
-        )
-    elif status == STATUS_CHECKSUM_ERROR:
-        exc = TransportError(f"{text}: a packet was corrupted on the way; retrying may help")
-        exc.temporary = True
-    elif group in (0xC0040000, 0xC0050000):
-        exc = TransportError(
-            f"{text}: the flash or the DA failed this operation; retry, and if it repeats at "
-            "the same place the storage may be failing"
-        )
-    else:
-        exc = RemoteProtocolError(f"{text}; replug the phone and retry")
-    return exc
-
-
 # ---------------------------------------------------------------------------------------------
 # Records
 # ---------------------------------------------------------------------------------------------
@@ -292,123 +159,6 @@ class ChipId:
     chip_evolution: int
 
 
-@dataclass(frozen=True)
-class StorageRegion:
-    """One addressable area the DA reports: its mtkfs name, XFlash partition id and size."""
-
-    name: str
-    part_id: int
-    size_bytes: int
-
-
-@dataclass(frozen=True)
-class StorageInfo:
-    """What a GET_*_INFO says about the phone's storage.
-
-    Attributes:
-        kind: ``emmc``, ``ufs``, ``nand`` or ``nor``.
-        storage_id: the addressing parameter's storage field.
-        block_size_bytes: the unit reads and writes are aligned to (eMMC sector, UFS LBA, NAND
-            page).
-        regions: the regions with a nonzero size, in the DA's order.
-        cid: the chip's identification bytes (eMMC CID, UFS CID, NAND id), for logs.
-    """
-
-    kind: str
-    storage_id: int
-    block_size_bytes: int
-    regions: tuple[StorageRegion, ...]
-    cid: bytes = b""
-
-    def region(self, name: str) -> StorageRegion:
-        for region in self.regions:
-            if region.name == name:
-                return region
-        raise LocalProtocolError(
-            f"{self.kind} storage has no region {name!r} "
-            f"(it has {', '.join(r.name for r in self.regions) or 'none'})"
-        )
-
-    def address(self, name: str) -> tuple[int, int]:
-        """``(storage id, partition id)`` for READ_DATA/WRITE_DATA on region ``name``."""
-        return self.storage_id, self.region(name).part_id
-
-
-def _regions(kind: str, sizes: dict[str, int]) -> tuple[StorageRegion, ...]:
-    return tuple(
-        StorageRegion(name, _PART_IDS[kind][name], size) for name, size in sizes.items() if size > 0
-    )
-
-
-def _need(payload: bytes, size: int, what: str) -> None:
-    if len(payload) < size:
-        raise RemoteProtocolError(f"{what}: {len(payload)} bytes, at least {size} expected")
-
-
-def parse_emmc_info(payload: bytes) -> StorageInfo | None:
-    """GET_EMMC_INFO: u32 type, u32 block size, 8×u64 sizes, 16-byte CID… (None: no eMMC)."""
-    _need(payload, 72, "GET_EMMC_INFO")
-    kind, block = struct.unpack_from("<II", payload)
-    if kind == 0:
-        return None
-    names = ("boot1", "boot2", "rpmb", "gp1", "gp2", "gp3", "gp4", "user")
-    sizes = dict(zip(names, struct.unpack_from("<8Q", payload, 8), strict=True))
-    return StorageInfo(
-        "emmc", STORAGE_IDS["emmc"], block or 512, _regions("emmc", sizes), payload[72:88]
-    )
-
-
-def parse_ufs_info(payload: bytes) -> StorageInfo | None:
-    """GET_UFS_INFO: u32 type, u32 block size, 3×u64 LU sizes, then CID/firmware/serial.
-
-    The LU sizes are taken in wire order as lu0 (boot LU A), lu1 (boot LU B), lu2 (user), as
-    penumbra reads them. (mtkclient names the same three fields lu2, lu1, lu0; both agree that
-    the third is the user LU, and the boot LUs have equal sizes on every phone seen.)
-    """
-    _need(payload, 32, "GET_UFS_INFO")
-    kind, block = struct.unpack_from("<II", payload)
-    if kind == 0:
-        return None
-    sizes = dict(zip(("lu0", "lu1", "lu2"), struct.unpack_from("<3Q", payload, 8), strict=True))
-    return StorageInfo(
-        "ufs", STORAGE_IDS["ufs"], block or 4096, _regions("ufs", sizes), payload[32:48]
-    )
-
-
-def parse_nand_info(payload: bytes) -> StorageInfo | None:
-    """GET_NAND_INFO: u32 type, page, block, spare sizes; u64 total, available; u8 bmt; 12-byte id.
-
-    The region is the *available* size: READ_DATA addresses NAND logically (address type 0), and
-    the logical space excludes the bad-block pool. (mtkclient dumps ``total``; which of the two a
-    real NAND DA serves to the end is not verified on hardware.)
-    """
-    _need(payload, 32, "GET_NAND_INFO")
-    kind, page, _block, _spare, total, available = struct.unpack_from("<4I2Q", payload)
-    if kind == 0:
-        return None
-    size = available or total
-    return StorageInfo(
-        "nand", STORAGE_IDS["nand"], page or 2048, _regions("nand", {"flash": size}), payload[33:45]
-    )
-
-
-def parse_nor_info(payload: bytes) -> StorageInfo | None:
-    """GET_NOR_INFO: u32 type, u32 page size, u64 available (None: no NOR)."""
-    _need(payload, 16, "GET_NOR_INFO")
-    kind, page, available = struct.unpack_from("<IIQ", payload)
-    if kind == 0:
-        return None
-    return StorageInfo(
-        "nor", STORAGE_IDS["nor"], page or 256, _regions("nor", {"flash": available})
-    )
-
-
-def address_param(storage_id: int, part_id: int, offset_bytes: int, length_bytes: int) -> bytes:
-    """The 56-byte addressing parameter of READ_DATA/WRITE_DATA/FORMAT (NAND extension zeroed:
-    logical addressing, raw binary)."""
-    return struct.pack("<IIQQ8I", storage_id, part_id, offset_bytes, length_bytes, *([0] * 8))
-
-
 # ---------------------------------------------------------------------------------------------
 # Frames and statuses
 # ---------------------------------------------------------------------------------------------
@@ -417,13 +167,6 @@ def address_param(storage_id: int, part_id: int, offset_bytes: int, length_bytes
 def encode_frame_header(length: int, data_type: int = DT_PROTOCOL_FLOW) -> bytes:
     """The 12-byte header announcing a ``length``-byte payload."""
     return _HEADER.pack(MAGIC, data_type, length)
-
-
-def _recv(size: int) -> Op[bytes]:
-    data = yield Recv(size)
-    if data is None or len(data) != size:
-        raise LocalProtocolError(f"driver answered a {size}-byte read with {data!r:.40}")
-    return data
 
 
 def send_frame(payload: bytes) -> Op[None]:
@@ -438,7 +181,7 @@ def recv_frame(max_bytes: int, what: str) -> Op[bytes]:
     A header announcing more than ``max_bytes`` is refused before anything is read or allocated.
     """
     while True:
-        magic, data_type, length = _HEADER.unpack((yield from _recv(HEADER_BYTES)))
+        magic, data_type, length = _HEADER.unpack((yield from recv_exact(HEADER_BYTES)))
         if magic != MAGIC:
             raise RemoteProtocolError(
                 f"{what}: frame magic is 0x{magic:08X}, not 0x{MAGIC:08X} — the link lost sync "
@@ -447,7 +190,7 @@ def recv_frame(max_bytes: int, what: str) -> Op[bytes]:
         if data_type == DT_MESSAGE:
             if length > _MAX_MESSAGE_BYTES:
                 raise RemoteProtocolError(f"{what}: DA log frame of {length} bytes")
-            text = (yield from _recv(length))[4:] if length else b""
+            text = (yield from recv_exact(length))[4:] if length else b""
             log.debug("DA log: %s", text.decode("utf-8", "replace").rstrip("\0\r\n"))
             continue
         if data_type != DT_PROTOCOL_FLOW:
@@ -457,7 +200,7 @@ def recv_frame(max_bytes: int, what: str) -> Op[bytes]:
                 f"{what}: frame announces {length} bytes where at most {max_bytes} can come; "
                 "refusing it (corrupted header or a DA that does not match this client)"
             )
-        return (yield from _recv(length)) if length else b""
+        return (yield from recv_exact(length)) if length else b""
 
 
 def parse_status(payload: bytes, what: str) -> int:
@@ -558,7 +301,7 @@ def bring_up(env: Environment = Environment(), *, read_sync_byte: bool = True) -
     layer has already consumed DA1's 0xC0.
     """
     if read_sync_byte:
-        byte = yield from _recv(1)
+        byte = yield from recv_exact(1)
         if byte != SYNC_BYTE:
             raise RemoteProtocolError(
                 f"DA1 did not start: expected its sync byte 0xC0, got 0x{byte.hex()} — the DA "
@@ -637,7 +380,7 @@ def get_packet_length() -> Op[PacketLengths]:
     data = yield from devctrl_get_optional(Ctrl.GET_PACKET_LENGTH)
     if data is None:
         return PacketLengths(1 << 20, 1 << 20)
-    _need(data, 8, "GET_PACKET_LENGTH")
+    need_bytes(data, 8, "GET_PACKET_LENGTH")
     write_bytes, read_bytes = struct.unpack_from("<II", data)
     for value in (write_bytes, read_bytes):
         if not 512 <= value <= _MAX_PACKET_BYTES:
@@ -685,7 +428,7 @@ def get_storage_info() -> Op[StorageInfo]:
 
 def get_chip_id() -> Op[ChipId]:
     data = yield from devctrl_get(Ctrl.GET_CHIP_ID)
-    _need(data, 10, "GET_CHIP_ID")
+    need_bytes(data, 10, "GET_CHIP_ID")
     return ChipId(*struct.unpack_from("<5H", data))
 
 

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NoReturn
 
-from mtkfs.protocols.base import Op, Recv, Send
+from mtkfs.protocols.base import Op, Recv, Send, recv_exact
 from mtkfs.protocols.chips import chip_for
 
 #: The host's start command, answered byte by byte with complements.
@@ -39,7 +39,7 @@ JUMP_DA, SEND_DA, GET_TARGET_CONFIG, JUMP_DA64 = 0xD5, 0xD7, 0xD8, 0xDE
 GET_ME_ID, GET_SOC_ID = 0xE1, 0xE7
 GET_HW_SW_VER, GET_HW_CODE, GET_BL_VER, GET_VERSION = 0xFC, 0xFD, 0xFE, 0xFF
 
-# Statuses (names as in mtkfs.protocols.brom.STATUS_NAMES).
+# Statuses (names as in mtkfs.protocols.brom_status.STATUS_NAMES).
 SLA_ERROR = 0x1D0D
 DA_INVALID_JUMP_ADDR = 0x1D0F
 DA_INVALID_ADDR_AND_LEN = 0x1D12
@@ -171,7 +171,7 @@ class SimBrom:
         yield from self._handshake()
         self.handshake_done = True
         while True:
-            (cmd,) = yield from _take(1)
+            (cmd,) = yield from recv_exact(1)
             self.commands.append(cmd)
             if cmd in self.faults.silent_after:
                 yield from self._hang()
@@ -187,7 +187,7 @@ class SimBrom:
         for _ in range(self.ready_banners):
             yield Send(READY_BANNER)
         while True:
-            (byte,) = yield from _take(1)
+            (byte,) = yield from recv_exact(1)
             self.handshake_bytes.append(byte)
             if byte == START_COMMAND[0]:
                 return
@@ -198,7 +198,7 @@ class SimBrom:
         index = self.faults.handshake_start_index
         refusals = self.faults.handshake_refusals
         while index < len(START_COMMAND):
-            (byte,) = yield from _take(1)
+            (byte,) = yield from recv_exact(1)
             self.handshake_bytes.append(byte)
             if byte == START_COMMAND[index] and refusals <= 0:
                 reply, index = ~byte & 0xFF, index + 1
@@ -257,24 +257,24 @@ class SimBrom:
     # Commands
 
     def _get_hw_code(self) -> Op[bool]:
-        yield Send(_u16(self.hw_code) + _u16(self._status(GET_HW_CODE)))
+        yield Send(_be16(self.hw_code) + _be16(self._status(GET_HW_CODE)))
         return False
 
     def _get_hw_sw_ver(self) -> Op[bool]:
         words = (self.hw_sub_code, self.hw_ver, self.sw_ver, self._status(GET_HW_SW_VER))
-        yield Send(b"".join(_u16(word) for word in words))
+        yield Send(b"".join(_be16(word) for word in words))
         return False
 
     def _get_target_config(self) -> Op[bool]:
-        yield Send(_u32(self.target_config) + _u16(self._status(GET_TARGET_CONFIG)))
+        yield Send(_be32(self.target_config) + _be16(self._status(GET_TARGET_CONFIG)))
         return False
 
     def _get_id(self, cmd: int, ident: bytes) -> Op[bool]:
-        yield Send(_u32(len(ident)) + ident + _u16(self._status(cmd)))
+        yield Send(_be32(len(ident)) + ident + _be16(self._status(cmd)))
         return False
 
     def _echo_u32(self) -> Op[int]:
-        raw = yield from _take(4)
+        raw = yield from recv_exact(4)
         yield Send(raw)
         return int.from_bytes(raw, "big")
 
@@ -292,8 +292,8 @@ class SimBrom:
         status = self._arg_status(cmd, addr, count, width)
         if status == 0:
             values = (self.memory.get(addr + i * width, 0) for i in range(count))
-            yield Send(_u16(0) + b"".join(v.to_bytes(width, "big") for v in values))
-        yield Send(_u16(status))  # on an argument error this is the only status
+            yield Send(_be16(0) + b"".join(v.to_bytes(width, "big") for v in values))
+        yield Send(_be16(status))  # on an argument error this is the only status
         return False
 
     def _write(self, cmd: int, width: int) -> Op[bool]:
@@ -301,14 +301,14 @@ class SimBrom:
         count = yield from self._echo_u32()
         status = self._arg_status(cmd, addr, count, width)
         if status == 0:
-            yield Send(_u16(0))
+            yield Send(_be16(0))
             for i in range(count):
-                raw = yield from _take(width)
+                raw = yield from recv_exact(width)
                 yield Send(raw)
                 value = int.from_bytes(raw, "big")
                 self.memory[addr + i * width] = value
                 self.writes.append((addr + i * width, value))
-        yield Send(_u16(status))
+        yield Send(_be16(status))
         return False
 
     def _send_da_status(self, length: int, sig_len: int) -> int:
@@ -332,15 +332,15 @@ class SimBrom:
         length = yield from self._echo_u32()
         sig_len = yield from self._echo_u32()
         status = self._send_da_status(length, sig_len)
-        yield Send(_u16(status))
+        yield Send(_be16(status))
         if status > 0xFF:
             return False  # back to the command loop: nothing is uploaded
-        data = yield from _take(length)
+        data = yield from recv_exact(length)
         self.da_load_addr, self.da_sig_len, self.da_bytes = addr, sig_len, data
         checksum = self.faults.da_checksum
-        yield Send(_u16(device_checksum(data) if checksum is None else checksum))
+        yield Send(_be16(device_checksum(data) if checksum is None else checksum))
         verdict = self._da_verdict()
-        yield Send(_u16(verdict))
+        yield Send(_be16(verdict))
         if verdict != 0:
             yield from self._hang()  # the preloader wipes the DA and asserts
         self.da_verified = True
@@ -356,7 +356,7 @@ class SimBrom:
     def _jump(self, cmd: int) -> Op[bool]:
         addr = yield from self._echo_u32()
         if cmd == JUMP_DA64:
-            (arch,) = yield from _take(1)
+            (arch,) = yield from recv_exact(1)
             yield Send(bytes([arch]))
             self.jump_arch = arch
         status = self._status(cmd)
@@ -364,22 +364,16 @@ class SimBrom:
             status = DA_IMAGE_SIG_VERIFY_FAIL  # download.c: no jump without a verified DA
         elif not status and addr != self.da_load_addr:
             status = DA_INVALID_JUMP_ADDR
-        yield Send(_u16(status))
+        yield Send(_be16(status))
         if status:
             yield from self._hang()
         self.jump_addr = addr
         return True
 
 
-def _take(size: int) -> Op[bytes]:
-    data = yield Recv(size)
-    assert data is not None and len(data) == size
-    return data
-
-
-def _u16(value: int) -> bytes:
+def _be16(value: int) -> bytes:
     return value.to_bytes(2, "big")
 
 
-def _u32(value: int) -> bytes:
+def _be32(value: int) -> bytes:
     return value.to_bytes(4, "big")

@@ -7,7 +7,7 @@ SHUTDOWN frame by frame as :mod:`mtkfs.protocols.da_xflash` describes them, from
 images (``Boot1``/``Boot2``/``User``, read with ``pread``, never loaded whole).
 
 :meth:`XFlashSim.serve` is a device generator (:mod:`mtkfs.protocols.base`): ``run_pair`` runs it
-against a host operation in memory, ``mtkfs.links.memory.run_device`` over any link (memory, pty).
+against a host operation in memory, ``mtkfs.links.base.run_device`` over any link (memory, pty).
 Like a phone, the simulator keeps its state between runs: after SWITCH_USB_SPEED the generator
 ends (the phone re-enumerates) and the next ``serve()`` continues in stage 2 without a handshake.
 
@@ -29,11 +29,17 @@ from pathlib import Path
 from types import TracebackType
 
 from mtkfs.errors import LocalProtocolError
-from mtkfs.protocols.base import Op, Recv, Send
+from mtkfs.protocols.base import Op, Recv, Send, recv_exact
 from mtkfs.protocols.da_xflash import (
     DT_PROTOCOL_FLOW,
     HEADER_BYTES,
     MAGIC,
+    SYNC_SIGNAL,
+    Cmd,
+    Ctrl,
+    send_frame,
+)
+from mtkfs.protocols.xflash_status import (
     STATUS_CHECKSUM_ERROR,
     STATUS_DL_FORBIDDEN,
     STATUS_EXCEED_RANGE,
@@ -42,13 +48,8 @@ from mtkfs.protocols.da_xflash import (
     STATUS_UNKNOWN_STORAGE,
     STATUS_UNSUPPORTED_CMD,
     STATUS_UNSUPPORTED_CTRL,
-    STORAGE_IDS,
-    SYNC_SIGNAL,
-    Cmd,
-    Ctrl,
-    encode_frame_header,
-    region_address,
 )
+from mtkfs.protocols.xflash_storage import STORAGE_IDS, region_address
 from mtkfs.transports.image import region_for_file_name
 
 __all__ = ["FlashStore", "ImageFilesStore", "MemoryStore", "SimFaults", "XFlashSim"]
@@ -264,13 +265,8 @@ class _Disconnect(Exception):
     """Internal: end the session as if the cable was pulled."""
 
 
-def _frame(payload: bytes) -> Op[None]:
-    yield Send(encode_frame_header(len(payload)))
-    yield Send(payload)
-
-
 def _status(value: int) -> Op[None]:
-    yield from _frame(_U32.pack(value))
+    yield from send_frame(_U32.pack(value))
 
 
 def _stall() -> Op[None]:
@@ -356,8 +352,7 @@ class XFlashSim:
     # -- plumbing ------------------------------------------------------------------------------
 
     def _recv_frame(self, max_bytes: int, what: str) -> Op[bytes]:
-        header = yield Recv(HEADER_BYTES)
-        assert header is not None
+        header = yield from recv_exact(HEADER_BYTES)
         magic, data_type, length = struct.unpack("<III", header)
         if magic != MAGIC or data_type != DT_PROTOCOL_FLOW:
             raise LocalProtocolError(
@@ -367,11 +362,7 @@ class XFlashSim:
             raise LocalProtocolError(
                 f"simulated DA, {what}: host frame of {length} bytes, at most {max_bytes} allowed"
             )
-        if length == 0:
-            return b""
-        data = yield Recv(length)
-        assert data is not None
-        return data
+        return (yield from recv_exact(length)) if length else b""
 
     def _recv_u32(self, what: str) -> Op[int]:
         data = yield from self._recv_frame(4, what)
@@ -479,7 +470,7 @@ class XFlashSim:
         elif answer is None:
             yield from _status(STATUS_UNSUPPORTED_CTRL)
         elif (yield from self._first_status(ctrl)):
-            yield from _frame(answer)
+            yield from send_frame(answer)
             yield from _status(0)
 
     def _get_ctrl(self, ctrl: int) -> bytes | None:
@@ -590,7 +581,7 @@ class XFlashSim:
             chunk = self.store.read(region, offset + done, size)
             if number == faults.corrupt_read_chunk:
                 chunk = bytes([chunk[0] ^ 0x01]) + chunk[1:]
-            yield from _frame(chunk)
+            yield from send_frame(chunk)
             ack = yield from self._recv_frame(4, "read ack")
             if ack != bytes(4):
                 raise LocalProtocolError(f"simulated DA: read ack {ack.hex()} is not u32 0")

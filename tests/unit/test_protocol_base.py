@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mtkfs.errors import LocalProtocolError, RemoteProtocolError
-from mtkfs.protocols.base import Op, Recv, Send, expect, run_pair
+from mtkfs.protocols.base import Op, Recv, Send, expect, recv_exact, run_pair
 
 
 def echo_host(payload: bytes) -> Op[bytes]:
@@ -63,3 +63,15 @@ def test_an_operation_with_nothing_to_exchange() -> None:
         return None
 
     assert run_pair(nothing(), idle()) == b"done"
+
+
+def test_recv_exact_refuses_a_driver_that_breaks_its_promise() -> None:
+    op = recv_exact(4)
+    assert next(op) == Recv(4)
+    with pytest.raises(StopIteration) as done:
+        op.send(b"abcd")
+    assert done.value.value == b"abcd"
+    short = recv_exact(4)
+    next(short)
+    with pytest.raises(LocalProtocolError, match=r"Recv\(4\)"):
+        short.send(b"ab")
