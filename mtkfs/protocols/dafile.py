@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import NamedTuple
 
 from mtkfs.errors import SourceError, UsageError
@@ -64,7 +63,6 @@ __all__ = [
     "DaFile",
     "DaRegion",
     "DaStage",
-    "load_da_file",
     "parse_da_file",
 ]
 
@@ -500,28 +498,3 @@ def _parse_region(data: bytes, name: str, where: str, slot: int, slot_offset: in
             f"file ({len(data):#x} bytes): truncated download, or a corrupt entry",
         )
     return DaRegion(slot, slot_offset, file_offset, length, load_addr, start_offset, sig_len)
-
-
-def load_da_file(path: str | Path, *, max_bytes: int = MAX_DA_FILE_BYTES) -> DaFile:
-    """Read and parse the DA file at ``path`` (the one I/O helper; the parser stays pure).
-
-    Reads at most ``max_bytes + 1`` bytes, so pointing ``--da`` at a disk image or a device
-    node costs no more than that before the error.
-
-    Raises:
-        SourceError: unreadable, too big, or not a valid DA file.
-    """
-    path = Path(path)
-    try:
-        with path.open("rb") as stream:
-            data = stream.read(max_bytes + 1)
-    except FileNotFoundError as exc:
-        raise SourceError(f"DA file {path}: no such file") from exc
-    except OSError as exc:
-        raise SourceError(f"cannot read DA file {path}: {exc.strerror or exc}") from exc
-    if len(data) > max_bytes:
-        raise _error(
-            str(path),
-            f"larger than {max_bytes} bytes: not a Download Agent (those are a few MiB)",
-        )
-    return parse_da_file(data, str(path))

@@ -8,9 +8,9 @@ from mtkfs.errors import SourceError, UsageError
 from mtkfs.links.base import Link
 from mtkfs.links.serial import open_serial
 from mtkfs.links.usb import UsbLink
-from mtkfs.protocols.dafile import DaFile, load_da_file
+from mtkfs.protocols.dafile import DaFile
 from mtkfs.transports.base import Transport
-from mtkfs.transports.da import DaTransport
+from mtkfs.transports.da import DaTransport, load_da_file
 from mtkfs.transports.image import ImageTransport
 
 __all__ = ["ImageTransport", "Transport", "open_transport"]

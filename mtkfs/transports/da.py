@@ -20,6 +20,7 @@ time: nothing caches between us and the cells).
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import TypeVar
 
 import trio
@@ -28,6 +29,7 @@ from mtkfs.errors import (
     DeviceGoneError,
     MtkfsError,
     ReadOnlyError,
+    SourceError,
     TransportError,
     UsageError,
 )
@@ -35,7 +37,7 @@ from mtkfs.links.base import Link, drive
 from mtkfs.maps.model import Region
 from mtkfs.protocols import brom, da_xflash
 from mtkfs.protocols.base import Op
-from mtkfs.protocols.dafile import DaFile
+from mtkfs.protocols.dafile import MAX_DA_FILE_BYTES, DaFile, parse_da_file
 from mtkfs.transports.base import Transport
 
 log = logging.getLogger(__name__)
@@ -46,6 +48,27 @@ T = TypeVar("T")
 _DATA_TIMEOUT_S = 30.0
 #: Handshake and short commands.
 _COMMAND_TIMEOUT_S = 5.0
+
+
+def load_da_file(path: Path, *, max_bytes: int = MAX_DA_FILE_BYTES) -> DaFile:
+    """Read and parse the user's DA file (``--da``); the parser itself stays pure.
+
+    Reads at most ``max_bytes + 1`` bytes, so pointing ``--da`` at a disk image or a device node
+    costs no more than that before the error.
+    """
+    try:
+        with path.open("rb") as stream:
+            data = stream.read(max_bytes + 1)
+    except FileNotFoundError as exc:
+        raise SourceError(f"DA file {path}: no such file") from exc
+    except OSError as exc:
+        raise SourceError(f"cannot read DA file {path}: {exc.strerror or exc}") from exc
+    if len(data) > max_bytes:
+        raise SourceError(
+            f"DA file {path}: larger than {max_bytes} bytes: not a Download Agent (those are a "
+            "few MiB)"
+        )
+    return parse_da_file(data, str(path))
 
 
 class DaTransport(Transport):

@@ -17,7 +17,6 @@ from mtkfs.protocols.dafile import (
     PROTOCOL_LEGACY_OR_XFLASH,
     PROTOCOL_XML,
     DaFile,
-    load_da_file,
     parse_da_file,
 )
 from mtkfs.testing.dafile_build import (
@@ -32,6 +31,7 @@ from mtkfs.testing.dafile_build import (
     region_slot_offset,
     synthetic_program,
 )
+from mtkfs.transports.da import load_da_file
 
 u16 = st.integers(0, 0xFFFF)
 u32 = st.integers(0, 0xFFFFFFFF)

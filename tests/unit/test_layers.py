@@ -25,6 +25,7 @@ FORBIDDEN = {
         "mtkfs.cli",
     ),
     "protocols": (
+        "pathlib",
         "trio",
         "pyfuse3",
         "usb",
