@@ -11,7 +11,13 @@ from __future__ import annotations
 import hashlib
 import struct
 
-__all__ = ["android_boot_image", "emmc_boot_preloader", "mtk_image", "pseudo_random"]
+__all__ = [
+    "android_boot_image",
+    "emmc_boot_preloader",
+    "mtk_image",
+    "preloader_emi",
+    "pseudo_random",
+]
 
 _KiB = 1 << 10
 
@@ -67,11 +73,45 @@ def android_boot_image(label: str, ramdisk_name: bytes, cmdline: bytes) -> bytes
     return padded(header) + padded(kernel) + padded(ramdisk)
 
 
+#: Size of the EMI section :func:`preloader_emi` makes (a real MT6765 v51 one is this size).
+_EMI_BYTES = 448
+#: EMI versions real preloaders carry (MT65xx/MT67xx generations); one is picked per label.
+_EMI_VERSIONS = (11, 14, 16, 18, 21, 25, 27, 30, 32, 35, 39, 51)
+
+
+def preloader_emi(label: str) -> bytes:
+    """The EMI (DRAM) settings section of the preloader :func:`emmc_boot_preloader` builds for
+    ``label``: exactly the blob an XFlash DA's INIT_EXT_RAM takes from it.
+
+    Laid out like MediaTek's ``bloader_info`` (448 bytes): ``MTK_BLOADER_INFO_vNN`` in a 24-byte
+    identifier field (NN, the EMI version, fixed by ``label``), a 64-byte file name
+    (``preloader_<first part of label>.bin``), version ``V116``, checksum seed, load address,
+    ``MTK_BIN`` in an 8-byte field, one settings record count, then the settings themselves
+    (pseudo-random; the legacy DA protocol takes them from 0xC past ``MTK_BIN``).
+    """
+    pick = hashlib.sha256(b"mtkfs.testing.emi:" + label.encode()).digest()[0]
+    version = _EMI_VERSIONS[pick % len(_EMI_VERSIONS)]
+    board = label.split("/", 1)[0] or "board"
+    header = struct.pack(
+        "<24s64s4sII8sI",
+        b"MTK_BLOADER_INFO_v%02d" % version,
+        f"preloader_{board}.bin".encode(),
+        b"V116",
+        0x22884433,  # checksum seed
+        0x00201000,  # load address
+        b"MTK_BIN",
+        1,  # number of EMI settings records
+    )
+    return header + pseudo_random(label + "/emi", _EMI_BYTES - len(header))
+
+
 def emmc_boot_preloader(label: str, size_bytes: int) -> bytes:
     """Start of an eMMC BOOT1 area: ``EMMC_BOOT`` → ``BRLYT`` → a GFH-headed preloader image.
 
     Offsets as MTK's BROM expects them: BRLYT at 0x200, the preloader (``MMM\\x01`` +
-    ``FILE_INFO``) at 0x800; pseudo-random up to ``size_bytes``.
+    ``FILE_INFO``) at 0x800, running to ``size_bytes`` (its GFH file length; no signature).
+    Its body is pseudo-random but ends like a real preloader's: the EMI section of
+    :func:`preloader_emi`, then that section's size as a u32 (the file's last 4 bytes).
     """
     out = bytearray(size_bytes)
     struct.pack_into("<12sII", out, 0x000, b"EMMC_BOOT", 1, 0x200)
@@ -101,4 +141,8 @@ def emmc_boot_preloader(label: str, size_bytes: int) -> bytes:
     )
     body_start = 0x800 + gfh_bytes
     out[body_start:] = pseudo_random(label, size_bytes - body_start)
+    emi = preloader_emi(label)
+    if body_start + len(emi) + 4 > size_bytes:
+        raise ValueError(f"{size_bytes} bytes cannot hold a preloader with EMI settings")
+    out[size_bytes - len(emi) - 4 :] = emi + struct.pack("<I", len(emi))
     return bytes(out)

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-from mtkfs.errors import LocalProtocolError
+from mtkfs.errors import LocalProtocolError, SourceError
 from mtkfs.protocols.base import Op, Recv, Send, recv_exact
 from mtkfs.protocols.da_xflash import (
     DT_PROTOCOL_FLOW,
@@ -39,9 +39,11 @@ from mtkfs.protocols.da_xflash import (
     Ctrl,
     send_frame,
 )
+from mtkfs.protocols.preloader_emi import extract_emi
 from mtkfs.protocols.xflash_status import (
     STATUS_CHECKSUM_ERROR,
     STATUS_DL_FORBIDDEN,
+    STATUS_EMI_VERSION,
     STATUS_EXCEED_RANGE,
     STATUS_MMC_ERROR,
     STATUS_PARTITION_NOT_FOUND,
@@ -52,7 +54,14 @@ from mtkfs.protocols.xflash_status import (
 from mtkfs.protocols.xflash_storage import STORAGE_IDS, region_address
 from mtkfs.transports.image import region_for_file_name
 
-__all__ = ["FlashStore", "ImageFilesStore", "MemoryStore", "SimFaults", "XFlashSim"]
+__all__ = [
+    "FlashStore",
+    "ImageFilesStore",
+    "MemoryStore",
+    "SimFaults",
+    "XFlashSim",
+    "boot1_emi",
+]
 
 _U32 = struct.Struct("<I")
 #: Regions a storage kind reports, in the order of its GET_*_INFO record.
@@ -66,6 +75,8 @@ _REGIONS = {
 #: included): a real DA's buffers are bounded too.
 _MAX_HOST_FRAME_BYTES = 32 * 1024 * 1024
 _STATUS_INVALID_PARAMETERS = 0xC0030007
+#: How much of boot1 :func:`boot1_emi` looks at: a whole Boot1 area on most eMMCs.
+_BOOT1_SCAN_BYTES = 4 * 1024 * 1024
 
 
 # ---------------------------------------------------------------------------------------------
@@ -261,6 +272,19 @@ class SimFaults:
     final_statuses: dict[int, int] = field(default_factory=dict)
 
 
+def boot1_emi(store: FlashStore) -> bytes | None:
+    """The EMI settings (XFlash INIT_EXT_RAM blob) of the preloader in ``store``'s boot1, None
+    when it has no boot1 or no readable EMI section: what ``XFlashSim(expected_emi=…)`` wants
+    to make the simulated phone accept only its own DRAM settings."""
+    size = store.region_sizes().get("boot1", 0)
+    if not size:
+        return None
+    try:
+        return extract_emi(store.read("boot1", 0, min(size, _BOOT1_SCAN_BYTES)), "boot1").blob
+    except SourceError:
+        return None
+
+
 class _Disconnect(Exception):
     """Internal: end the session as if the cable was pulled."""
 
@@ -294,6 +318,9 @@ class XFlashSim:
             system_os 1) and 2 MiB otherwise, as one MediaTek DA source sets them.
         usb_speed: GET_USB_SPEED's answer; SWITCH_USB_SPEED makes it ``high-speed``.
         boot_to_reply: the status DA2 announces itself with (SYNC or 0; clients accept both).
+        expected_emi: the phone's own EMI settings (see :func:`boot1_emi`): INIT_EXT_RAM with
+            any other settings fails (EMI setting error) and DRAM stays off, as a wrong
+            preloader makes a real phone fail. None accepts any settings.
         faults: misbehaviour, changeable between runs.
 
     Attributes a test may inspect: ``stage`` (0 not started, 1 DA1, 2 DA2), ``env`` (the five
@@ -316,6 +343,7 @@ class XFlashSim:
         da_version: str = "mtkfs-sim 1.0",
         verify_write_checksum: bool = True,
         faults: SimFaults | None = None,
+        expected_emi: bytes | None = None,
     ) -> None:
         if connection_agent not in ("brom", "preloader"):
             raise ValueError(f"connection_agent {connection_agent!r}")
@@ -330,6 +358,7 @@ class XFlashSim:
         self.da_version = da_version
         self.verify_write_checksum = verify_write_checksum
         self.faults = faults or SimFaults()
+        self.expected_emi = expected_emi
         self.stage = 0
         self.env: tuple[int, ...] = ()
         self.emi = b""
@@ -516,6 +545,8 @@ class XFlashSim:
         if len(emi) != size or not emi:
             raise LocalProtocolError(f"simulated DA: EMI of {len(emi)} bytes, {size} announced")
         status = self._final(Cmd.INIT_EXT_RAM)
+        if status == 0 and self.expected_emi is not None and emi != self.expected_emi:
+            status = STATUS_EMI_VERSION  # DRAM calibration fails with another phone's settings
         yield from _status(status)
         if status == 0:
             self.emi, self.dram_ready = emi, True
