@@ -8,7 +8,12 @@ costs (1 ms + bytes at 40 MB/s). Side by side in one run:
 * a baseline that behaves like mtkclient's ``fs``: no cache (``--cache-size 0``), so every
   kernel read request becomes one DA command;
 * a verified write (``dd conv=notrunc,fsync``) against the bytes-only ideal and against the
-  read-old + write-new ideal (the journal and backup need the old bytes; docs/writes.md).
+  read-old + write-new ideal (the journal and backup need the old bytes; docs/writes.md);
+* the write command alone (WRITE_DATA of 32 MiB in the DA's packets, straight through the
+  transport: no backup, no read-back) — what the protocol path costs, against the link. A
+  verified write moves every byte three times (old bytes for the backup, new bytes, read-back),
+  so its end-to-end ceiling is a third of the link; XFlash has no checksum command to verify
+  with instead (docs/transports/da.md).
 """
 
 from __future__ import annotations
@@ -18,10 +23,12 @@ import subprocess
 import time
 from pathlib import Path
 
+import trio
 from benchlib import MiB, Report, delta, mount_stats, mounted
 
 from mtkfs.testing.disk import build_p70a
-from mtkfs.transports.linkmodel import parse_link_spec
+from mtkfs.transports import open_transport
+from mtkfs.transports.linkmodel import LinkModelTransport, LinkSpec, parse_link_spec
 
 B = "6 DA (sim, usb2)"
 READ_BYTES = 256 * MiB
@@ -78,3 +85,21 @@ def run(report: Report, work: Path) -> None:
         spec.transfer_s(2 * WRITE_BYTES) / elapsed,
         "",
     )
+    report.add(
+        B,
+        "WRITE_DATA 32 MiB alone: fraction of the link",
+        spec.transfer_s(WRITE_BYTES)
+        / trio.run(_write_command_s, source, spec, payload.read_bytes()),
+        "",
+    )
+
+
+async def _write_command_s(source: str, spec: LinkSpec, data: bytes) -> float:
+    """Seconds one 32 MiB write command takes through the DA transport over the modelled link."""
+    transport = LinkModelTransport(await open_transport(source, writable=True), spec)
+    try:
+        started = trio.current_time()
+        await transport.write("user", 64 * MiB, data)
+        return trio.current_time() - started
+    finally:
+        await transport.aclose()

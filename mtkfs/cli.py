@@ -23,6 +23,7 @@ import trio
 
 from mtkfs import __version__
 from mtkfs.cache import ChunkCache
+from mtkfs.cli_source import add_source_args, source_argv, source_options
 from mtkfs.cli_writes import add_journal_dir, add_write_commands, cmd_journal, cmd_status
 from mtkfs.daemon import (
     DEFAULT_CACHE_BYTES,
@@ -79,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated mount options: ro (default), rw, allow_other, default_permissions",
     )
     _add_map_args(mount)
-    _add_da_arg(mount)
+    add_source_args(mount)
     writes = mount.add_argument_group("writes (with -o rw)")
     writes.add_argument(
         "--unlock",
@@ -150,22 +151,12 @@ def build_parser() -> argparse.ArgumentParser:
     ls = sub.add_parser("ls", help="print the partition table of a source")
     ls.add_argument("source", metavar="SOURCE")
     _add_map_args(ls)
-    _add_da_arg(ls)
+    add_source_args(ls)
     ls.add_argument("--json", action="store_true", help="machine-readable output")
     ls.add_argument("--debug", action="store_true", help="verbose logging, tracebacks")
 
     add_write_commands(sub)
     return parser
-
-
-def _add_da_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--da",
-        type=Path,
-        metavar="FILE",
-        help="the phone's Download Agent (MTK_AllInOne_DA.bin, DA_PL.bin… from its firmware "
-        "package or SP Flash Tool) for da: sources; sim: phones make their own",
-    )
 
 
 def _add_map_args(parser: argparse.ArgumentParser) -> None:
@@ -206,7 +197,7 @@ def _mount_config(args: argparse.Namespace) -> MountConfig:
         commit_interval_s=max(0.0, args.commit_interval),
         journal_dir=None if args.journal_dir is None else args.journal_dir.absolute(),
         inject_faults=args.inject_faults,
-        da_file=None if args.da is None else args.da.absolute(),
+        source_options=source_options(args),
     )
 
 
@@ -279,8 +270,7 @@ def _daemon_argv(
         argv += ["--journal-dir", str(config.journal_dir)]
     if config.inject_faults is not None:
         argv += ["--inject-faults", config.inject_faults]
-    if config.da_file is not None:
-        argv += ["--da", str(config.da_file)]
+    argv += source_argv(config.source_options)
     if debug:
         argv.append("--debug")
     # "--" so that a source or mountpoint starting with "-" is never taken for an option.
@@ -372,7 +362,7 @@ def _pid_alive(pid: int) -> bool:
 
 
 async def _ls_report(args: argparse.Namespace) -> dict[str, Any]:
-    transport = await open_transport(args.source, da_file=args.da)
+    transport = await open_transport(args.source, options=source_options(args))
     try:
         cache = ChunkCache(transport, chunk_bytes=1 << 16, max_bytes=16 << 20)
         pmap = await discover_map(

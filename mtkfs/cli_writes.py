@@ -15,6 +15,7 @@ from typing import Any
 import trio
 
 from mtkfs import recovery
+from mtkfs.cli_source import add_source_args, source_options
 from mtkfs.errors import JournalError, MountpointError
 from mtkfs.journal import Journal, default_journal_root
 from mtkfs.mounts import mount_entry
@@ -76,6 +77,7 @@ def add_write_commands(sub: Any) -> None:
     )
     for action in (show, replay, rollback, prune):
         add_journal_dir(action)
+        add_source_args(action)
         action.add_argument("--debug", action="store_true", help="verbose logging, tracebacks")
 
 
@@ -145,7 +147,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 async def _journal(args: argparse.Namespace) -> int:
     writes = args.action in ("replay", "rollback")
     root = args.journal_dir.absolute() if args.journal_dir else default_journal_root()
-    transport = await open_transport(args.source, writable=writes)
+    transport = await open_transport(args.source, writable=writes, options=source_options(args))
     try:
         journal = Journal.open(root, transport.device_id, transport.description)
         try:

@@ -19,7 +19,7 @@ import os
 import re
 import signal
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyfuse3
@@ -36,7 +36,7 @@ from mtkfs.maps.model import PartitionMap
 from mtkfs.mounts import mount_entry
 from mtkfs.mountview import TABLES, MountView
 from mtkfs.testing.faults import FaultyTransport, parse_fault_spec
-from mtkfs.transports import open_transport
+from mtkfs.transports import SourceOptions, open_transport
 from mtkfs.transports.base import Transport
 from mtkfs.transports.linkmodel import LinkModelTransport, LinkSpec
 from mtkfs.volume import is_never_writable
@@ -74,7 +74,8 @@ class MountConfig:
             fsync, close and unmount).
         journal_dir: ``--journal-dir`` (None: :func:`mtkfs.journal.default_journal_root`).
         inject_faults: hidden ``--inject-faults SPEC`` (tests; see mtkfs.testing.faults).
-        da_file: ``--da FILE``: the Download Agent for ``da:``/``sim:`` sources.
+        source_options: ``--da``, ``--preloader``, ``--wait``, ``--io-timeout``: how to reach
+            a phone.
     """
 
     source: str
@@ -93,7 +94,7 @@ class MountConfig:
     commit_interval_s: float = DEFAULT_COMMIT_INTERVAL_S
     journal_dir: Path | None = None
     inject_faults: str | None = None
-    da_file: Path | None = None
+    source_options: SourceOptions = field(default_factory=SourceOptions)
 
     @property
     def read_write(self) -> bool:
@@ -248,7 +249,7 @@ async def serve(config: MountConfig, on_ready: Callable[[], None]) -> None:
     check_mountpoint(config.mountpoint)
     async with contextlib.AsyncExitStack() as stack:
         transport = await open_transport(
-            config.source, writable=config.read_write, da_file=config.da_file
+            config.source, writable=config.read_write, options=config.source_options
         )
         stack.push_async_callback(transport.aclose)
         if config.inject_faults is not None:

@@ -97,6 +97,10 @@ class DeviceGoneError(TransportError):
     errno = _errno.ENODEV
 
 
+class ReconnectError(DeviceGoneError):
+    """A lost session could not be brought back (yet): no phone there, or another phone."""
+
+
 class ProtocolError(TransportError):
     """The two sides of a protocol disagree."""
 

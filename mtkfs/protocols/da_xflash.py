@@ -489,9 +489,10 @@ def connect(
         if not emi:
             raise UsageError(
                 "the phone is in BROM mode, where the Download Agent must first set up DRAM "
-                "with the EMI settings of this phone's own preloader, which this version of "
-                "mtkfs cannot do yet: connect in preloader mode instead (switch the phone off "
-                "and plug it in without holding any button)"
+                "with the EMI settings of this phone's own preloader: give --preloader FILE "
+                "(preloader_<board>.bin from its firmware package, Boot1 of a readback, or "
+                "regions/boot1.img of an earlier mount), or connect in preloader mode instead "
+                "(switch the phone off and plug it in without holding any button)"
             )
         yield from init_ext_ram(emi)
     yield from boot_to(da2_addr, da2)

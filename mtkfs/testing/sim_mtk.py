@@ -14,17 +14,21 @@ container format is made for the profile's chip (``--da`` may still be given).
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from mtkfs.errors import SourceError
+from mtkfs.errors import MtkfsError, SourceError
 from mtkfs.protocols.base import Op
 from mtkfs.protocols.chips import Chip, chip_for
 from mtkfs.protocols.dafile import DaFile, parse_da_file
 from mtkfs.testing.dafile_build import build_for_codes
 from mtkfs.testing.sim_brom import SimBrom
-from mtkfs.testing.sim_xflash import ImageFilesStore, XFlashSim
+from mtkfs.testing.sim_xflash import ImageFilesStore, XFlashSim, boot1_emi
+from mtkfs.testing.wirefaults import WireFaults, faulty_device, parse_wire_faults
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -102,8 +106,11 @@ class SimPhone:
 def start_phone(profile: Profile, folder: Path, *, writable: bool = False) -> SimPhone:
     """Build (if need be) and power on the simulated phone of ``profile``."""
     store = ImageFilesStore.from_folder(ensure_storage(folder), writable=writable)
+    # In BROM mode the simulated DA sets DRAM up only with this phone's own EMI settings.
     xflash = XFlashSim(
-        store, connection_agent="preloader" if profile.mode == "preloader" else "brom"
+        store,
+        connection_agent="preloader" if profile.mode == "preloader" else "brom",
+        expected_emi=boot1_emi(store),
     )
     brom = SimBrom(
         hw_code=profile.hw_code,
@@ -114,25 +121,33 @@ def start_phone(profile: Profile, folder: Path, *, writable: bool = False) -> Si
     return SimPhone(profile, store, brom, xflash)
 
 
-async def serve_on_pty(profile: Profile, folder: Path, *, writable: bool) -> None:
+async def serve_on_pty(
+    profile: Profile, folder: Path, *, writable: bool, faults: WireFaults | None = None
+) -> None:
     """Power the phone on behind a pseudo-terminal; print its path; serve until killed.
 
     What a phone on ``/dev/ttyACM0`` looks like to ``mtkfs mount da:/dev/ttyACM0``: tests and
-    experiments mount ``da:/dev/pts/N`` through the real tty link.
+    experiments mount ``da:/dev/pts/N`` through the real tty link. ``faults``: spoil frames on
+    the wire (:mod:`mtkfs.testing.wirefaults`).
     """
     from mtkfs.links.base import run_device
     from mtkfs.links.pty import open_pty_pair
 
     path, link = open_pty_pair(f"simulated {profile.chip.name}")
-    phone = start_phone(profile, folder, writable=writable)
+    faults = faults or WireFaults()
     print(path, flush=True)
     try:
-        # After a DA session the phone "reboots" into its preloader again, like a real one.
+        # After a DA session, a fault or an assert, the phone "reboots" into its BROM or
+        # preloader again, like a real one: the host can always reconnect.
         while True:
-            await run_device(phone.device(), link)
             phone = start_phone(profile, folder, writable=writable)
+            try:
+                await run_device(faulty_device(phone.device(), faults), link)
+            except MtkfsError as exc:
+                log.info("simulated phone rebooted after an error: %s", exc)
+            finally:
+                phone.close()
     finally:
-        phone.close()
         await link.aclose()
 
 
@@ -145,9 +160,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("phone", nargs="?", default="mt6765", metavar="NAME[:FOLDER]")
     parser.add_argument("--rw", action="store_true", help="let the host write its eMMC")
+    parser.add_argument(
+        "--faults",
+        metavar="SPEC",
+        help="spoil frames on the wire: every=N,limit=M,kinds=cut+garble",
+    )
     args = parser.parse_args(argv)
     profile, folder = parse_sim_source("sim:" + args.phone)
-    trio.run(lambda: serve_on_pty(profile, folder, writable=args.rw))
+    faults = parse_wire_faults(args.faults) if args.faults else None
+    trio.run(lambda: serve_on_pty(profile, folder, writable=args.rw, faults=faults))
     return 0
 
 

@@ -2,37 +2,59 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from mtkfs.errors import SourceError, UsageError
 from mtkfs.links.base import Link
 from mtkfs.links.serial import open_serial
-from mtkfs.links.usb import UsbLink
+from mtkfs.links.usb import UsbLink, wait_for_device
 from mtkfs.protocols.dafile import DaFile
 from mtkfs.transports.base import Transport
-from mtkfs.transports.da import DaTransport, load_da_file
+from mtkfs.transports.da import DEFAULT_IO_TIMEOUT_S, DaTransport, LinkOpener, load_da_file
 from mtkfs.transports.image import ImageTransport
 
-__all__ = ["ImageTransport", "Transport", "open_transport"]
+__all__ = ["ImageTransport", "SourceOptions", "Transport", "open_transport"]
 
 #: Source prefixes that later transports will claim; a PATH never looks like these.
 _SCHEMES = ("adb:", "uboot:")
 
 
+@dataclass(frozen=True)
+class SourceOptions:
+    """How to reach a device source (the options ``mount``, ``ls`` and ``journal`` share).
+
+    Attributes:
+        da_file: ``--da``: the user's Download Agent (``da:``; ``sim:`` phones make their own).
+        preloader: ``--preloader``: the phone's preloader (or a Boot1 readback, or a bare EMI
+            blob), whose DRAM settings a DA needs when the phone is in BROM mode.
+        io_timeout_s: ``--io-timeout``: how long a silent device is waited for.
+        wait_s: ``--wait``: how long to wait for a phone to be plugged in (0: it must be there).
+        sim_faults: hidden ``--sim-faults``: wire faults of a simulated phone (tests; see
+            :mod:`mtkfs.testing.wirefaults`).
+    """
+
+    da_file: Path | None = None
+    preloader: Path | None = None
+    io_timeout_s: float = DEFAULT_IO_TIMEOUT_S
+    wait_s: float = 0.0
+    sim_faults: str | None = None
+
+
 async def open_transport(
-    source: str, *, writable: bool = False, da_file: Path | None = None
+    source: str, *, writable: bool = False, options: SourceOptions | None = None
 ) -> Transport:
     """Open the transport a SOURCE string names: ``sim:``, ``da:``, or a PATH to an image or
     readback folder (``image:PATH`` when the path itself starts like a scheme).
 
     ``writable`` only for ``-o rw`` mounts and journal commands: a read-only mount never opens
-    the source for writing. ``da_file``: the user's Download Agent (``--da``) for ``da:`` and
-    ``sim:`` sources (a simulated phone makes its own when none is given).
+    the source for writing.
     """
+    options = options or SourceOptions()
     if source.startswith("sim:"):
-        return await _open_sim(source, writable=writable, da_file=da_file)
+        return await _open_sim(source, writable=writable, options=options)
     if source.startswith("da:"):
-        return await _open_da(source, writable=writable, da_file=da_file)
+        return await _open_da(source, writable=writable, options=options)
     for scheme in _SCHEMES:
         if source.startswith(scheme):
             raise SourceError(
@@ -44,41 +66,115 @@ async def open_transport(
     return ImageTransport.open(Path(source), writable=writable)
 
 
-async def _open_sim(source: str, *, writable: bool, da_file: Path | None) -> Transport:
-    """``sim:NAME[:FOLDER]``: a simulated phone, reached through the real DA client path."""
+async def _open_sim(source: str, *, writable: bool, options: SourceOptions) -> Transport:
+    """``sim:NAME[:FOLDER]``: a simulated phone, reached through the real DA client path.
+
+    Reopening the link (after a fault) is replugging: the same storage, a phone freshly in its
+    BROM/preloader again.
+    """
     from mtkfs.testing.sim_mtk import parse_sim_source, start_phone, synthetic_da
     from mtkfs.testing.simlink import GeneratorLink
+    from mtkfs.testing.wirefaults import WireFaults, faulty_device, parse_wire_faults
 
     profile, folder = parse_sim_source(source)
-    da = load_da_file(da_file) if da_file is not None else synthetic_da(profile)
-    phone = start_phone(profile, folder, writable=writable)
-    link = GeneratorLink(phone.device(), f"a simulator backed by {folder}", on_close=phone.close)
-    return await _connect_da(link, da, writable=writable)
+    da = load_da_file(options.da_file) if options.da_file is not None else synthetic_da(profile)
+    faults = parse_wire_faults(options.sim_faults) if options.sim_faults else WireFaults()
+
+    async def plug_in() -> Link:
+        phone = start_phone(profile, folder, writable=writable)
+        return GeneratorLink(
+            faulty_device(phone.device(), faults),
+            f"a simulator backed by {folder}",
+            on_close=phone.close,
+        )
+
+    return await _connect_da(plug_in, da, writable=writable, options=options)
 
 
-async def _open_da(source: str, *, writable: bool, da_file: Path | None) -> Transport:
-    """``da:`` (the one MediaTek phone on USB) or ``da:/dev/ttyACM0`` (a tty)."""
-    if da_file is None:
+async def _open_da(source: str, *, writable: bool, options: SourceOptions) -> Transport:
+    """``da:`` or ``da:usb`` (the one phone on USB), ``da:usb:PORT`` (the phone on that USB
+    port, e.g. ``1-4``), ``da:/dev/ttyACM0`` (a tty)."""
+    target = source.removeprefix("da:")
+    opener: LinkOpener
+    if target.startswith("/"):
+        opener = _serial_opener(target)
+    elif target in ("", "usb") or target.startswith("usb:"):
+        opener = _usb_opener(target.removeprefix("usb").removeprefix(":") or None, options)
+    else:
+        raise SourceError(
+            f"{source}: expected da: or da:usb (the phone on USB), da:usb:PORT (e.g. "
+            "da:usb:1-4, the USB port as in /sys/bus/usb/devices) or da:/dev/ttyACMn (a tty)"
+        )
+    if options.da_file is None:
         raise UsageError(
             f"{source} needs the phone's Download Agent: --da FILE (MTK_AllInOne_DA.bin or "
             "DA_PL.bin from its firmware package or SP Flash Tool; mtkfs ships none)"
         )
-    da = load_da_file(da_file)
-    target = source.removeprefix("da:")
-    link: Link
-    if target.startswith("/"):
-        link = await open_serial(target)
-    elif target in ("", "usb"):
-        link = await UsbLink.open()
-    else:
-        raise SourceError(f"{source}: expected da: (USB) or da:/dev/ttyACMn (a tty)")
-    return await _connect_da(link, da, writable=writable)
+    da = load_da_file(options.da_file)
+    return await _connect_da(opener, da, writable=writable, options=options)
 
 
-async def _connect_da(link: Link, da: DaFile, *, writable: bool) -> Transport:
-    """Start the DA session over ``link``; the link is closed if that fails (or is cancelled)."""
+def _serial_opener(path: str) -> LinkOpener:
+    async def open_tty() -> Link:
+        return await open_serial(path)
+
+    return open_tty
+
+
+def _usb_opener(port_path: str | None, options: SourceOptions) -> LinkOpener:
+    """The first open waits up to ``--wait`` for the phone; reopening (after a replug) only
+    looks once: the read that asked gets EIO at once if the phone is not back."""
+    first = True
+
+    async def open_usb() -> Link:
+        nonlocal first
+        wait_s, first = (options.wait_s if first else 0.0), False
+        if wait_s > 0:
+            return await UsbLink.open(await wait_for_device(wait_s, port_path=port_path))
+        return await UsbLink.open(port_path=port_path)
+
+    return open_usb
+
+
+async def _connect_da(
+    opener: LinkOpener, da: DaFile, *, writable: bool, options: SourceOptions
+) -> Transport:
+    """Open the link and start the DA session; the link is closed if that fails."""
+    emi = _read_emi(options.preloader)
+    link = await opener()
     try:
-        return await DaTransport.connect(link, da, writable=writable)
+        return await DaTransport.connect(
+            link,
+            da,
+            writable=writable,
+            emi=emi,
+            reopen=opener,
+            io_timeout_s=options.io_timeout_s,
+        )
     except BaseException:
         await link.aclose()
         raise
+
+
+def _read_emi(path: Path | None) -> bytes | None:
+    """The EMI settings of ``--preloader`` (checked now: a wrong file fails before the phone
+    is touched)."""
+    if path is None:
+        return None
+    from mtkfs.protocols.preloader_emi import extract_emi
+
+    try:
+        with path.open("rb") as stream:
+            data = stream.read(_MAX_PRELOADER_BYTES + 1)
+    except OSError as exc:
+        raise SourceError(f"cannot read preloader {path}: {exc.strerror or exc}") from exc
+    if len(data) > _MAX_PRELOADER_BYTES:
+        raise SourceError(
+            f"{path}: larger than {_MAX_PRELOADER_BYTES >> 20} MiB: not a preloader or Boot1 "
+            "image (give preloader_<board>.bin or a Boot1/boot1.img)"
+        )
+    return extract_emi(data, str(path)).blob
+
+
+#: A Boot1 area is 4 MiB on most eMMCs; a preloader file a few hundred KiB.
+_MAX_PRELOADER_BYTES = 16 << 20

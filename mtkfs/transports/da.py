@@ -15,20 +15,29 @@ Reads and writes are single XFlash commands of any length (the chunk cache coale
 commands of up to ``max_request_bytes``); one command at a time on the link (a trio.Lock).
 There is no checksum command on XFlash, so verification reads back (the DA reads the flash each
 time: nothing caches between us and the cells).
+
+A command that fails half way (timeout, a cut link, garbage where a frame header belongs) leaves
+nobody knowing where in the byte stream the DA is, so the session is dropped and none of that
+command's bytes are delivered. When the transport was given a way to ``reopen`` the link (every
+real source is), the next command reconnects — a new handshake, DA upload and bring-up with the
+phone that came back — but only serves it if it is the *same* phone (ME ID and storage layout);
+reads are retried that way a few times before a reader sees EIO. Writes are never retried here:
+the commit pipeline above decides what a failed write means (its failsafe).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
 import trio
 
 from mtkfs.errors import (
-    DeviceGoneError,
     MtkfsError,
     ReadOnlyError,
+    ReconnectError,
     SourceError,
     TransportError,
     UsageError,
@@ -44,10 +53,18 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-#: Per-read timeout for commands that move bulk data (a 64 MiB command at 40 MB/s takes ~2 s).
-_DATA_TIMEOUT_S = 30.0
-#: Handshake and short commands.
-_COMMAND_TIMEOUT_S = 5.0
+#: How long the phone may stay silent where bytes are due (``--io-timeout``): each wait for one
+#: frame — at most a DA packet, 1 MiB, ~25 ms over USB 2.0 — not a whole command.
+DEFAULT_IO_TIMEOUT_S = 10.0
+#: Attempts a read gets (reconnecting in between) before the reader sees EIO.
+READ_ATTEMPTS = 3
+#: Bring-ups a reconnect tries (a flaky link can fail one) before the command fails.
+RECONNECT_ATTEMPTS = 2
+#: After a failed reconnect, commands fail at once for this long instead of each trying again
+#: (a kernel readahead burst would otherwise pay one handshake timeout per request).
+RECONNECT_BACKOFF_S = 1.0
+
+LinkOpener = Callable[[], Awaitable[Link]]
 
 
 def load_da_file(path: Path, *, max_bytes: int = MAX_DA_FILE_BYTES) -> DaFile:
@@ -81,22 +98,23 @@ class DaTransport(Transport):
         session: da_xflash.DaSession,
         *,
         writable: bool,
+        da_file: DaFile | None = None,
+        emi: bytes | None = None,
+        reopen: LinkOpener | None = None,
+        io_timeout_s: float = DEFAULT_IO_TIMEOUT_S,
     ) -> None:
+        """A transport over a session :meth:`connect` set up; ``reopen`` (with ``da_file``) lets
+        it reconnect after the link failed."""
         self.link = link
         self.info = info
         self.session = session
-        storage = session.storage
-        self.regions = {r.name: Region(r.name, r.size_bytes) for r in storage.regions}
-        ident = (info.me_id or info.soc_id or b"").hex() or "unknown"
-        chip = info.chip.names[0] if info.chip.names else f"{info.hw_code:#06x}"
-        # ME_ID/SOC_ID are per device: the journal and the disk cache follow the phone, not the
-        # USB port it happens to be plugged into.
-        self.device_id = f"da:{chip}:{ident}"
+        self.regions = {r.name: Region(r.name, r.size_bytes) for r in session.storage.regions}
+        self.device_id = device_id_of(info)
         # "MT6765 in preloader mode on /dev/ttyACM0 (XFlash DA; emmc: boot1, boot2, user)": the
         # chip says what, the link where (messages embed it: "… has 2 unfinished writes").
         self.description = (
             f"{info.chip.name} in {info.mode} mode on {link.description} "
-            f"(XFlash DA; {storage.kind}: {', '.join(self.regions)})"
+            f"(XFlash DA; {session.storage.kind}: {', '.join(self.regions)})"
         )
         self.mtime_s = 0.0
         # One USB 2.0 command moves ~40 MB/s after ~1 ms: 256 KiB chunks keep random reads
@@ -106,13 +124,21 @@ class DaTransport(Transport):
         self.readahead_max_bytes = 16 << 20
         self.kernel_readahead_bytes = self.chunk_bytes
         self.writable = writable
-        self.write_unit_bytes = max(512, storage.block_size_bytes)
+        self.write_unit_bytes = max(512, session.storage.block_size_bytes)
+        self.io_timeout_s = io_timeout_s
+        self._da_file = da_file
+        self._emi = emi
+        self._reopen = reopen if da_file is not None else None
         self._lock = trio.Lock()
         #: Why the session cannot be trusted any more (None while it can).
         self.broken: str | None = None
+        self._retry_after = 0.0
         self.commands = 0
         self.bytes_read = 0
         self.bytes_written = 0
+        self.reconnects = 0
+        self.failed_commands = 0
+        self.failed_bring_ups = 0
 
     @classmethod
     async def connect(
@@ -120,85 +146,134 @@ class DaTransport(Transport):
         link: Link,
         da_file: DaFile,
         *,
-        preloader: bytes | None = None,
+        emi: bytes | None = None,
         writable: bool = False,
+        reopen: LinkOpener | None = None,
+        io_timeout_s: float = DEFAULT_IO_TIMEOUT_S,
     ) -> DaTransport:
-        """Identify the device, upload the DA, start the XFlash session (see the module doc)."""
-        info = await drive(brom.identify(preloader_prefix=True), link, timeout_s=_COMMAND_TIMEOUT_S)
-        log.info(
-            "%s (BROM code %#06x) in %s mode, target config %s",
-            info.chip.name,
-            info.hw_code,
-            info.mode,
-            info.target_config.names() or "open",
-        )
-        entry = da_file.select(info.hw_code, info.hw_sub_code, info.hw_ver, info.sw_ver)
-        if da_file.protocol_for(info.chip) != "xflash":
-            raise UsageError(
-                f"{da_file.name} speaks the {da_file.protocol_for(info.chip)} DA protocol for "
-                f"{info.chip.name}; this version of mtkfs speaks XFlash only"
-            )
-        da1 = entry.da1
-        brom.check_security(info, da_signed=da1.sig_len_bytes > 0)
-        await drive(
-            brom.send_da(da1.load_addr, da1.payload, da1.sig_len_bytes),
-            link,
-            timeout_s=_DATA_TIMEOUT_S,
-        )
-        jump = brom.jump_da64 if info.chip.brom64 else brom.jump_da
-        await drive(jump(da1.load_addr), link, timeout_s=_COMMAND_TIMEOUT_S)
-        session = await drive(
-            da_xflash.connect(entry.da2.load_addr, entry.da2_unsigned, emi=preloader),
-            link,
-            timeout_s=_DATA_TIMEOUT_S,
-        )
-        log.info(
-            "DA up (%s agent), %s storage, packets %d/%d bytes",
-            session.connection_agent,
-            session.storage.kind,
-            session.packet_lengths.write_bytes,
-            session.packet_lengths.read_bytes,
-        )
-        return cls(link, info, session, writable=writable)
+        """Identify the device, upload the DA, start the XFlash session (see the module doc).
 
-    async def _command(self, op: Op[T]) -> T:
-        """Run one DA command; a failure in the middle of one breaks the session for good.
-
-        Why: after a timeout, a disconnect or garbage on the link, nobody knows where in the
-        byte stream the DA is. Carrying on would parse data as headers, or hand a reader bytes
-        of the wrong offset — so every later command fails (EIO) instead, and the message says
-        to replug. Never wrong bytes.
+        ``reopen`` gives a fresh link to the same port (after a replug); without it a lost
+        session stays lost. The link is not closed here if this fails: the caller owns it.
         """
+        info, session = await bring_up(link, da_file, emi=emi, timeout_s=io_timeout_s)
+        return cls(
+            link,
+            info,
+            session,
+            writable=writable,
+            da_file=da_file,
+            emi=emi,
+            reopen=reopen,
+            io_timeout_s=io_timeout_s,
+        )
+
+    async def _command(self, make_op: Callable[[], Op[T]]) -> T:
+        """Run one DA command (built by ``make_op`` from the current session); reconnect first
+        if an earlier command broke the session; a failure half way breaks it (module doc)."""
         async with self._lock:
             if self.broken is not None:
-                raise DeviceGoneError(
-                    f"the DA session was lost earlier ({self.broken}); unmount, replug the "
-                    "phone and mount again"
-                )
+                await self._reconnect()
             self.commands += 1
             try:
-                return await drive(op, self.link, timeout_s=_DATA_TIMEOUT_S)
+                return await drive(make_op(), self.link, timeout_s=self.io_timeout_s)
             except (MtkfsError, OSError) as exc:
                 # Even an error status: whether the DA expects more bytes after it is not
                 # certain for every command, so nothing more is asked of this session.
                 self.broken = str(exc)
-                log.error("DA session lost: %s", exc)
+                self.failed_commands += 1
+                log.warning("DA session lost: %s", exc)
                 raise
 
+    async def _reconnect(self) -> None:
+        """Bring a new session up on a reopened link, if it is the same phone; else raise."""
+        assert self.broken is not None
+        if self._reopen is None or self._da_file is None:
+            raise ReconnectError(
+                f"the DA session was lost earlier ({self.broken}); unmount, replug the phone "
+                "and mount again"
+            )
+        if trio.current_time() < self._retry_after:
+            raise ReconnectError(
+                f"the DA session was lost ({self.broken}); replug the phone switched off "
+                "(mtkfs reconnects on the next read)"
+            )
+        await _close_quietly(self.link)
+        for attempt in range(1, RECONNECT_ATTEMPTS + 1):
+            link: Link | None = None
+            try:
+                link = await self._reopen()
+                info, session = await bring_up(
+                    link, self._da_file, emi=self._emi, timeout_s=self.io_timeout_s
+                )
+                self._check_same_phone(info, session)
+                break
+            except ReconnectError:
+                await _close_quietly(link)
+                self._retry_after = trio.current_time() + RECONNECT_BACKOFF_S
+                raise  # another phone: no point trying again
+            except (MtkfsError, OSError) as exc:
+                await _close_quietly(link)
+                self.failed_bring_ups += 1
+                log.warning("reconnecting, attempt %d: %s", attempt, exc)
+                if attempt == RECONNECT_ATTEMPTS:
+                    self._retry_after = trio.current_time() + RECONNECT_BACKOFF_S
+                    raise ReconnectError(
+                        f"the DA session was lost ({self.broken}) and reconnecting failed "
+                        f"({exc}); replug the phone switched off (mtkfs reconnects on the "
+                        "next read)"
+                    ) from exc
+            except BaseException:
+                await _close_quietly(link)
+                raise
+        assert link is not None  # the loop either broke out with a session or raised
+        self.link, self.info, self.session = link, info, session
+        self.broken = None
+        self.reconnects += 1
+        log.warning("reconnected to %s (reconnect %d)", self.device_id, self.reconnects)
+
+    def _check_same_phone(self, info: brom.DeviceInfo, session: da_xflash.DaSession) -> None:
+        """A different phone (or the same one repartitioned at the eMMC level) must not be
+        served under this mount: its bytes would land in this mount's cache and journal."""
+        layout = {r.name: r.size_bytes for r in session.storage.regions}
+        if device_id_of(info) != self.device_id or layout != {
+            name: region.size_bytes for name, region in self.regions.items()
+        }:
+            raise ReconnectError(
+                f"a different phone came back ({device_id_of(info)}, regions "
+                f"{', '.join(f'{k}={v}' for k, v in layout.items())}); this mount serves "
+                f"{self.device_id}: unmount and mount the other phone on its own"
+            )
+
     async def read(self, region: str, offset_bytes: int, size_bytes: int) -> bytes:
-        storage_id, part_id = self.session.storage.address(region)
         size_bytes = max(0, min(size_bytes, self.regions[region].size_bytes - offset_bytes))
-        data = await self._command(
-            da_xflash.read_data(
+
+        def make_op() -> Op[bytes]:
+            storage_id, part_id = self.session.storage.address(region)
+            return da_xflash.read_data(
                 storage_id,
                 part_id,
                 offset_bytes,
                 size_bytes,
                 sector_bytes=self.session.storage.block_size_bytes,
             )
-        )
-        self.bytes_read += len(data)
-        return data
+
+        attempts = READ_ATTEMPTS if self._reopen is not None else 1
+        for attempt in range(1, attempts + 1):
+            try:
+                data = await self._command(make_op)
+            except (MtkfsError, OSError) as exc:
+                # Retry only what failed on a live session: if reconnecting itself failed,
+                # the phone is not there and another try now would fail the same way.
+                if attempt == attempts or isinstance(exc, ReconnectError):
+                    raise TransportError(
+                        f"reading {region}+{offset_bytes:#x} ({size_bytes} bytes) failed: {exc}"
+                    ) from exc
+                log.info("retrying %s+%#x (attempt %d): %s", region, offset_bytes, attempt, exc)
+                continue
+            self.bytes_read += len(data)
+            return data
+        raise AssertionError("unreachable")
 
     async def write(self, region: str, offset_bytes: int, data: bytes) -> None:
         if not self.writable:
@@ -208,9 +283,10 @@ class DaTransport(Transport):
                 f"unaligned write {region}+{offset_bytes:#x} ({len(data)} bytes): the DA writes "
                 f"whole {self.write_unit_bytes}-byte blocks"
             )
-        storage_id, part_id = self.session.storage.address(region)
-        await self._command(
-            da_xflash.write_data(
+
+        def make_op() -> Op[None]:
+            storage_id, part_id = self.session.storage.address(region)
+            return da_xflash.write_data(
                 storage_id,
                 part_id,
                 offset_bytes,
@@ -218,12 +294,16 @@ class DaTransport(Transport):
                 write_packet_bytes=self.session.packet_lengths.write_bytes,
                 sector_bytes=self.session.storage.block_size_bytes,
             )
-        )
+
+        await self._command(make_op)
         self.bytes_written += len(data)
 
     def stats(self) -> dict[str, int | float]:
         return {
             "da_commands": self.commands,
+            "da_failed_commands": self.failed_commands,
+            "da_reconnects": self.reconnects,
+            "da_failed_reconnects": self.failed_bring_ups,
             "da_bytes_read": self.bytes_read,
             "da_bytes_written": self.bytes_written,
         }
@@ -233,7 +313,74 @@ class DaTransport(Transport):
         try:
             async with self._lock:
                 if self.broken is None:
-                    await drive(da_xflash.shutdown(), self.link, timeout_s=_COMMAND_TIMEOUT_S)
+                    await drive(
+                        da_xflash.shutdown(), self.link, timeout_s=min(self.io_timeout_s, 5.0)
+                    )
         except Exception as exc:  # the device may already be gone; closing must not fail
             log.debug("DA shutdown: %s", exc)
         await self.link.aclose()
+
+
+def device_id_of(info: brom.DeviceInfo) -> str:
+    """``da:<chip>:<ME ID>``: ME_ID/SOC_ID are per device, so the journal and the disk cache
+    follow the phone, not the USB port it happens to be plugged into."""
+    ident = (info.me_id or info.soc_id or b"").hex() or "unknown"
+    chip = info.chip.names[0] if info.chip.names else f"{info.hw_code:#06x}"
+    return f"da:{chip}:{ident}"
+
+
+async def bring_up(
+    link: Link, da_file: DaFile, *, emi: bytes | None, timeout_s: float
+) -> tuple[brom.DeviceInfo, da_xflash.DaSession]:
+    """Steps 1–3 of the module doc over ``link``: identify, upload DA1, start the session."""
+    command_timeout_s = min(timeout_s, 5.0)
+    info = await drive(brom.identify(preloader_prefix=True), link, timeout_s=command_timeout_s)
+    log.info(
+        "%s (BROM code %#06x) in %s mode, target config %s",
+        info.chip.name,
+        info.hw_code,
+        info.mode,
+        info.target_config.names() or "open",
+    )
+    entry = da_file.select(info.hw_code, info.hw_sub_code, info.hw_ver, info.sw_ver)
+    if da_file.protocol_for(info.chip) != "xflash":
+        raise UsageError(
+            f"{da_file.name} speaks the {da_file.protocol_for(info.chip)} DA protocol for "
+            f"{info.chip.name}; this version of mtkfs speaks XFlash only"
+        )
+    da1 = entry.da1
+    brom.check_security(info, da_signed=da1.sig_len_bytes > 0)
+    await drive(
+        brom.send_da(da1.load_addr, da1.payload, da1.sig_len_bytes), link, timeout_s=timeout_s
+    )
+    jump = brom.jump_da64 if info.chip.brom64 else brom.jump_da
+    await drive(jump(da1.load_addr), link, timeout_s=command_timeout_s)
+    session = await drive(
+        da_xflash.connect(entry.da2.load_addr, entry.da2_unsigned, emi=emi),
+        link,
+        timeout_s=timeout_s,
+    )
+    if session.usb_speed == "full-speed":
+        # SWITCH_USB_SPEED would re-enumerate the phone at high speed; not done yet (docs).
+        log.warning(
+            "%s runs at USB full speed (12 Mbit/s, about 1 MB/s): plug the phone straight into "
+            "a USB 2.0 or 3.x port of the computer, not through a full-speed hub",
+            info.chip.name,
+        )
+    log.info(
+        "DA up (%s agent), %s storage, packets %d/%d bytes",
+        session.connection_agent,
+        session.storage.kind,
+        session.packet_lengths.write_bytes,
+        session.packet_lengths.read_bytes,
+    )
+    return info, session
+
+
+async def _close_quietly(link: Link | None) -> None:
+    if link is None:
+        return
+    try:
+        await link.aclose()
+    except Exception as exc:  # closing a link to a vanished device may fail; nothing to do
+        log.debug("closing %s: %s", link.description, exc)

@@ -18,6 +18,7 @@ import pytest
 from helpers import fuse_available, loop_available
 from mounting import is_mounted, mounted, mtkfs
 
+from mtkfs.testing.content import emmc_boot_preloader
 from mtkfs.testing.disk import Layout, pseudo_random
 
 _fuse_ok, _fuse_why = fuse_available()
@@ -148,3 +149,35 @@ def test_da_over_a_tty_link(p70a_rw: Layout, tmp_path: Path) -> None:
     finally:
         phone.kill()
         phone.wait(timeout=10)
+
+
+def test_brom_mode_sets_dram_up_from_the_phones_preloader(p70a: Layout, tmp_path: Path) -> None:
+    """BROM mode: the DA needs DRAM set up with the EMI settings of the phone's own preloader
+    (``--preloader``, here the readback's Boot1); without it, or with another model's, the
+    mount fails with what to do."""
+    source = f"sim:mt6765-brom:{p70a.folder}"
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    missing = mtkfs("mount", source, mnt)
+    assert missing.returncode == 2, missing.stderr
+    assert "--preloader" in missing.stderr and "Traceback" not in missing.stderr
+    other = tmp_path / "preloader_other.bin"
+    other.write_bytes(emmc_boot_preloader("other/preloader", 256 << 10)[0x800:])
+    wrong = mtkfs("mount", source, mnt, "--preloader", str(other))
+    assert wrong.returncode == 6, wrong.stderr
+    assert "EMI" in wrong.stderr and "--preloader" in wrong.stderr
+    assert "Traceback" not in wrong.stderr
+    junk = tmp_path / "junk.bin"
+    junk.write_bytes(pseudo_random("junk", 65536))
+    not_a_preloader = mtkfs("mount", source, mnt, "--preloader", str(junk))
+    assert not_a_preloader.returncode == 3, not_a_preloader.stderr
+    assert "MTK_BLOADER_INFO" in not_a_preloader.stderr
+    too_big = mtkfs("mount", source, mnt, "--preloader", str(p70a.folder / "User"))
+    assert too_big.returncode == 3 and "not a preloader" in too_big.stderr
+    with mounted(source, mnt, "--preloader", str(p70a.folder / "Boot1")) as mounted_at:
+        status = json.loads((mounted_at / ".mtkfs" / "status.json").read_text())
+        assert "brom mode" in status["source"]
+        boot = p70a.by_name("boot")
+        assert sha256_of(mounted_at / "boot.img") == sha256_of(
+            p70a.folder / "User", boot.offset_bytes, boot.size_bytes
+        )

@@ -3,11 +3,12 @@ link does to the session (it fails for good — it never hands out bytes of the 
 
 from __future__ import annotations
 
+import errno
 import random
 
 import pytest
 
-from mtkfs.errors import AuthRequiredError, DeviceGoneError, MtkfsError, UsageError
+from mtkfs.errors import AuthRequiredError, MtkfsError, TransportError, UsageError
 from mtkfs.protocols.dafile import parse_da_file
 from mtkfs.testing.dafile_build import build_for_codes
 from mtkfs.testing.sim_brom import SimBrom
@@ -68,14 +69,16 @@ async def test_unaligned_writes_are_refused() -> None:
     ids=["error-flag", "stall", "disconnect"],
 )
 async def test_a_broken_read_breaks_the_session_for_good(faults: SimFaults) -> None:
-    """After a read fails mid-way nobody knows where the DA is in its byte stream: every later
-    command fails too, with a message that says to replug — no bytes from the wrong place."""
+    """After a read fails mid-way nobody knows where the DA is in its byte stream: without a
+    way to reopen the link every later command fails too, with a message that says to replug —
+    no bytes from the wrong place."""
     link, *_ = phone(faults)
     transport = await DaTransport.connect(link, DA)
     with pytest.raises(MtkfsError):
         await transport.read("user", 0, 1 * MiB)  # chunk 3 of 16 fails
-    with pytest.raises(DeviceGoneError, match="replug"):
+    with pytest.raises(TransportError, match="replug") as caught:
         await transport.read("user", 0, 4096)
+    assert caught.value.errno == errno.EIO
     assert transport.broken is not None
     await transport.aclose()
 

@@ -1,0 +1,70 @@
+"""The command-line options that say how to reach a device source, shared by every command
+that opens one (``mount``, ``ls``, ``journal``), and their round trip into the daemon's argv."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from mtkfs.transports import SourceOptions
+from mtkfs.transports.da import DEFAULT_IO_TIMEOUT_S
+
+
+def add_source_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("phones (da: and sim: sources)")
+    group.add_argument(
+        "--da",
+        type=Path,
+        metavar="FILE",
+        help="the phone's Download Agent (MTK_AllInOne_DA.bin, DA_PL.bin… from its firmware "
+        "package or SP Flash Tool) for da: sources; sim: phones make their own",
+    )
+    group.add_argument(
+        "--preloader",
+        type=Path,
+        metavar="FILE",
+        help="the phone's own preloader (preloader_<board>.bin, Boot1 of a readback, or "
+        "regions/boot1.img of an earlier mount): its DRAM settings, needed in BROM mode",
+    )
+    group.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="wait this long for the phone to be plugged in (polls fast: a preloader listens "
+        "for only a few seconds); default: it must be there already",
+    )
+    group.add_argument(
+        "--io-timeout",
+        type=float,
+        default=DEFAULT_IO_TIMEOUT_S,
+        metavar="SECONDS",
+        help=f"how long a silent phone is waited for before the command fails and mtkfs "
+        f"reconnects (default {DEFAULT_IO_TIMEOUT_S:g})",
+    )
+    group.add_argument("--sim-faults", metavar="SPEC", help=argparse.SUPPRESS)
+
+
+def source_options(args: argparse.Namespace) -> SourceOptions:
+    """The parsed options, with paths made absolute (the daemon runs elsewhere)."""
+    return SourceOptions(
+        da_file=None if args.da is None else args.da.absolute(),
+        preloader=None if args.preloader is None else args.preloader.absolute(),
+        io_timeout_s=max(0.05, args.io_timeout),
+        wait_s=max(0.0, args.wait),
+        sim_faults=args.sim_faults,
+    )
+
+
+def source_argv(options: SourceOptions) -> list[str]:
+    """``options`` as command-line arguments again (for the background daemon)."""
+    argv = ["--io-timeout", repr(options.io_timeout_s)]
+    if options.da_file is not None:
+        argv += ["--da", str(options.da_file)]
+    if options.preloader is not None:
+        argv += ["--preloader", str(options.preloader)]
+    if options.wait_s:
+        argv += ["--wait", repr(options.wait_s)]
+    if options.sim_faults is not None:
+        argv += ["--sim-faults", options.sim_faults]
+    return argv
