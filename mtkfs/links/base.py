@@ -14,6 +14,7 @@ import abc
 import math
 from typing import TypeVar
 
+from mtkfs.errors import TransportError
 from mtkfs.protocols.base import Op, Recv, Send
 
 T = TypeVar("T")
@@ -43,6 +44,15 @@ class Link(abc.ABC):
     @abc.abstractmethod
     async def aclose(self) -> None:
         """Close the link; idempotent."""
+
+    async def reenumerated(self, timeout_s: float) -> Link:
+        """The device went off the bus and came back (a USB speed switch): close this link and
+        return one to the same device, without any protocol exchange. Links that cannot
+        (ttys, ptys) raise TransportError; :attr:`can_reenumerate` says which."""
+        raise TransportError(f"{self.description}: this link cannot follow a re-enumeration")
+
+    #: Whether :meth:`reenumerated` can work (USB links, simulators that model it).
+    can_reenumerate: bool = False
 
 
 async def drive(op: Op[T], link: Link, *, timeout_s: float = 5.0) -> T:

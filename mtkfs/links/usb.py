@@ -386,6 +386,7 @@ class UsbLink(Link):
             dev, description = target, _describe(target)
         else:
             dev, description = await trio.to_thread.run_sync(_select, bus, address, port_path)
+        where = _port_path(dev)
         limiter = trio.CapacityLimiter(1)  # the device's one worker thread, from the start
         try:
             endpoints, detached, claimed = await trio.to_thread.run_sync(
@@ -394,6 +395,7 @@ class UsbLink(Link):
         except (usb.core.USBError, usb.core.NoBackendError) as exc:
             raise map_usb_error(exc, description, "opening") from exc
         link = cls(dev, endpoints, description, limiter=limiter, detached=detached, claimed=claimed)
+        link.port_path = where
         log.debug(
             "%s: data interface %d, IN 0x%02x OUT 0x%02x, %d-byte packets",
             description,
@@ -463,6 +465,32 @@ class UsbLink(Link):
 
     def _read(self, request_bytes: int, timeout_ms: int) -> bytes:
         return bytes(self._dev.read(self._eps.ep_in, request_bytes, timeout_ms))
+
+    can_reenumerate = True
+    #: The physical port (``1-4.2``): what survives a re-enumeration ("" if unknown).
+    port_path = ""
+
+    async def reenumerated(self, timeout_s: float) -> UsbLink:
+        """After SWITCH_USB_SPEED the phone leaves the bus and comes back at high speed, with a
+        new address (and, for the DA, PID 0x2001): find it again on the same port and open it.
+        """
+        await self.aclose()
+        if not self.port_path:
+            raise DeviceGoneError(
+                f"{self.description}: re-enumerated, but its USB port is unknown: replug it"
+            )
+        # The old device stays listed for a moment after it leaves: wait for a new address.
+        old_address = self._dev.address
+        with trio.move_on_after(timeout_s):
+            while True:
+                for candidate in await trio.to_thread.run_sync(find_mtk_devices):
+                    if candidate.port_path == self.port_path and candidate.address != old_address:
+                        return await UsbLink.open(candidate)
+                await trio.sleep(0.05)
+        raise DeviceGoneError(
+            f"{self.description} switched to USB high speed but did not come back on port "
+            f"{self.port_path} within {timeout_s:g} s: replug the phone"
+        )
 
     async def aclose(self) -> None:
         """Release the interfaces and give them back to cdc_acm; idempotent, never raises."""

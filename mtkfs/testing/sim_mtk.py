@@ -53,9 +53,13 @@ PROFILES = {
 }
 
 
-def default_folder(name: str) -> Path:
+def _cache_root() -> Path:
     cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(cache) / "mtkfs" / "sim" / name
+    return Path(cache) / "mtkfs" / "sim"
+
+
+def default_folder(name: str) -> Path:
+    return _cache_root() / name
 
 
 def parse_sim_source(source: str) -> tuple[Profile, Path]:
@@ -71,13 +75,30 @@ def parse_sim_source(source: str) -> tuple[Profile, Path]:
     return profile, Path(folder) if folder else default_folder(name)
 
 
+#: Bumped when the simulated eMMC's content changes (2: the preloader carries EMI settings).
+SIM_FORMAT = 2
+_MARKER = ".mtkfs-sim-format"
+
+
 def ensure_storage(folder: Path) -> Path:
-    """Build the P-70A readback in ``folder`` unless one is there (about a second, sparse)."""
-    if not any((folder / name).exists() for name in ("User", "user", "mmcblk0.img")):
+    """Build the P-70A readback in ``folder`` unless one is there (about a second, sparse).
+
+    A folder this function built carries a format marker; one built by an older mtkfs is built
+    again. A folder with a readback and no marker is the user's: never touched.
+    """
+    marker = folder / _MARKER
+    has_readback = any((folder / name).exists() for name in ("User", "user", "mmcblk0.img"))
+    outdated = marker.exists() and marker.read_text().strip() != str(SIM_FORMAT)
+    if (
+        not has_readback
+        or outdated
+        or (folder == _cache_root() / folder.name and not marker.exists())
+    ):
         from mtkfs.testing.disk import build_p70a  # heavy tools (sgdisk, mkfs); only when needed
 
         folder.mkdir(parents=True, exist_ok=True)
         build_p70a(folder)
+        marker.write_text(f"{SIM_FORMAT}\n")
     return folder
 
 
@@ -110,6 +131,8 @@ def start_phone(profile: Profile, folder: Path, *, writable: bool = False) -> Si
     xflash = XFlashSim(
         store,
         connection_agent="preloader" if profile.mode == "preloader" else "brom",
+        # A BROM enumerates at USB full speed; the DA switches to high speed (re-enumerating).
+        usb_speed="high-speed" if profile.mode == "preloader" else "full-speed",
         expected_emi=boot1_emi(store),
     )
     brom = SimBrom(

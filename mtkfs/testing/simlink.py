@@ -30,9 +30,14 @@ class GeneratorLink(Link):
         description: str = "simulated device",
         *,
         on_close: Callable[[], None] | None = None,
+        reenumerate: Callable[[], Op[object]] | None = None,
     ) -> None:
+        """``reenumerate``: the device generator that goes on after the device left the bus
+        and came back (a USB speed switch); None for a link that cannot follow that."""
         self.description = description
         self._on_close = on_close
+        self._reenumerate = reenumerate
+        self.can_reenumerate = reenumerate is not None
         self._device: Op[object] | None = device
         self._request: Send | Recv | None = None
         self._to_device = bytearray()
@@ -90,6 +95,19 @@ class GeneratorLink(Link):
         del self._to_host[:size]
         self.received_bytes += size
         return data
+
+    async def reenumerated(self, timeout_s: float) -> Link:
+        """A new link to the same simulated device, continuing with ``reenumerate()``."""
+        if self._reenumerate is None:
+            return await super().reenumerated(timeout_s)
+        on_close, self._on_close = self._on_close, None  # the device lives on
+        await self.aclose()
+        return GeneratorLink(
+            self._reenumerate(),
+            self.description,
+            on_close=on_close,
+            reenumerate=self._reenumerate,
+        )
 
     async def aclose(self) -> None:
         if self._device is not None:

@@ -86,6 +86,7 @@ async def _open_sim(source: str, *, writable: bool, options: SourceOptions) -> T
             faulty_device(phone.device(), faults),
             f"a simulator backed by {folder}",
             on_close=phone.close,
+            reenumerate=lambda: faulty_device(phone.da.serve(), faults),
         )
 
     return await _connect_da(plug_in, da, writable=writable, options=options)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -156,7 +157,7 @@ class DaTransport(Transport):
         ``reopen`` gives a fresh link to the same port (after a replug); without it a lost
         session stays lost. The link is not closed here if this fails: the caller owns it.
         """
-        info, session = await bring_up(link, da_file, emi=emi, timeout_s=io_timeout_s)
+        link, info, session = await bring_up(link, da_file, emi=emi, timeout_s=io_timeout_s)
         return cls(
             link,
             info,
@@ -203,7 +204,7 @@ class DaTransport(Transport):
             link: Link | None = None
             try:
                 link = await self._reopen()
-                info, session = await bring_up(
+                link, info, session = await bring_up(
                     link, self._da_file, emi=self._emi, timeout_s=self.io_timeout_s
                 )
                 self._check_same_phone(info, session)
@@ -331,8 +332,10 @@ def device_id_of(info: brom.DeviceInfo) -> str:
 
 async def bring_up(
     link: Link, da_file: DaFile, *, emi: bytes | None, timeout_s: float
-) -> tuple[brom.DeviceInfo, da_xflash.DaSession]:
-    """Steps 1–3 of the module doc over ``link``: identify, upload DA1, start the session."""
+) -> tuple[Link, brom.DeviceInfo, da_xflash.DaSession]:
+    """Steps 1–3 of the module doc over ``link``: identify, upload DA1, start the session;
+    then, on a full-speed USB link, the switch to high speed. Returns the link to use from
+    then on (a new one after a speed switch; ``link`` is closed then)."""
     command_timeout_s = min(timeout_s, 5.0)
     info = await drive(brom.identify(preloader_prefix=True), link, timeout_s=command_timeout_s)
     log.info(
@@ -360,13 +363,6 @@ async def bring_up(
         link,
         timeout_s=timeout_s,
     )
-    if session.usb_speed == "full-speed":
-        # SWITCH_USB_SPEED would re-enumerate the phone at high speed; not done yet (docs).
-        log.warning(
-            "%s runs at USB full speed (12 Mbit/s, about 1 MB/s): plug the phone straight into "
-            "a USB 2.0 or 3.x port of the computer, not through a full-speed hub",
-            info.chip.name,
-        )
     log.info(
         "DA up (%s agent), %s storage, packets %d/%d bytes",
         session.connection_agent,
@@ -374,7 +370,42 @@ async def bring_up(
         session.packet_lengths.write_bytes,
         session.packet_lengths.read_bytes,
     )
-    return info, session
+    if session.usb_speed == "full-speed":
+        link, session = await _to_high_speed(link, session, timeout_s=command_timeout_s)
+    return link, info, session
+
+
+#: How long a phone may take to leave the bus and come back at high speed.
+REENUMERATION_TIMEOUT_S = 10.0
+
+
+async def _to_high_speed(
+    link: Link, session: da_xflash.DaSession, *, timeout_s: float
+) -> tuple[Link, da_xflash.DaSession]:
+    """A BROM enumerates at USB full speed (12 Mbit/s, ~1 MB/s): SWITCH_USB_SPEED makes the DA
+    re-enumerate at high speed, and the session goes on over the new link, no new handshake.
+    Where the link cannot follow (a tty), the phone stays slow and the user is told why."""
+    if not link.can_reenumerate:
+        log.warning(
+            "the phone runs at USB full speed (12 Mbit/s, about 1 MB/s) and %s cannot follow "
+            "a switch to high speed: use da: (libusb) instead of the tty for big reads",
+            link.description,
+        )
+        return link, session
+    await drive(da_xflash.switch_usb_speed(), link, timeout_s=timeout_s)
+    new_link = await link.reenumerated(REENUMERATION_TIMEOUT_S)
+    try:
+        speed = await drive(da_xflash.get_usb_speed(), new_link, timeout_s=timeout_s)
+    except BaseException:
+        await _close_quietly(new_link)
+        raise
+    log.info("USB speed switched: %s on %s", speed, new_link.description)
+    if speed == "full-speed":
+        log.warning(
+            "the phone is still at USB full speed after the switch (a full-speed hub or port?): "
+            "plug it straight into a USB 2.0/3.x port of the computer for ~40x the speed"
+        )
+    return new_link, replace(session, usb_speed=speed)
 
 
 async def _close_quietly(link: Link | None) -> None:

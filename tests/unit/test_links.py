@@ -716,3 +716,33 @@ async def test_wait_for_device_polls_until_the_phone_appears(
     assert time.monotonic() - start < 1.0  # polled fast: a preloader window is short
     with trio.fail_after(5), pytest.raises(SourceError, match=r"on port 9-9 within 0.2 s"):
         await wait_for_device(0.2, poll_s=0.01, port_path="9-9")
+
+
+async def test_usb_link_follows_a_reenumeration_on_the_same_port(
+    monkeypatch: pytest.MonkeyPatch, claims: list[tuple[str, int]]
+) -> None:
+    """SWITCH_USB_SPEED: the phone leaves and comes back with a new address (as the DA's
+    0e8d:2001); the old device is still listed for a moment and must not be reopened."""
+    old = FakeUsbDevice(idProduct=0x0003, address=7, port_numbers=(4,))
+    link = await UsbLink.open(old)
+    assert link.can_reenumerate and link.port_path == "1-4"
+    polls = 0
+    elsewhere = FakeUsbDevice(idProduct=0x2001, address=9, port_numbers=(5,))
+
+    def present() -> list[FakeUsbDevice]:
+        nonlocal polls
+        polls += 1
+        if polls < 3:
+            return [old, elsewhere]
+        return [FakeUsbDevice(idProduct=0x2001, address=8, port_numbers=(4,)), elsewhere]
+
+    fake_bus(monkeypatch, present)
+    with trio.fail_after(5):
+        new = await link.reenumerated(3.0)
+    assert isinstance(new, UsbLink) and new.port_path == "1-4" and polls == 3
+    assert "2001" in new.description
+    with pytest.raises(DeviceGoneError):
+        await link.send(b"x")  # the old link was closed
+    fake_bus(monkeypatch, lambda: [elsewhere])
+    with trio.fail_after(5), pytest.raises(DeviceGoneError, match="did not come back"):
+        await new.reenumerated(0.2)
