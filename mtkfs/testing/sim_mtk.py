@@ -25,7 +25,7 @@ from mtkfs.protocols.chips import Chip, chip_for
 from mtkfs.protocols.dafile import DaFile, parse_da_file
 from mtkfs.testing.dafile_build import build_for_codes
 from mtkfs.testing.sim_brom import SimBrom
-from mtkfs.testing.sim_xflash import ImageFilesStore, XFlashSim, boot1_emi
+from mtkfs.testing.sim_xflash import ImageFilesStore, SimFaults, XFlashSim, boot1_emi
 from mtkfs.testing.wirefaults import WireFaults, faulty_device, parse_wire_faults
 
 log = logging.getLogger(__name__)
@@ -124,8 +124,11 @@ class SimPhone:
         self.store.close()
 
 
-def start_phone(profile: Profile, folder: Path, *, writable: bool = False) -> SimPhone:
-    """Build (if need be) and power on the simulated phone of ``profile``."""
+def start_phone(
+    profile: Profile, folder: Path, *, writable: bool = False, faults: SimFaults | None = None
+) -> SimPhone:
+    """Build (if need be) and power on the simulated phone of ``profile`` (misbehaving as
+    ``faults`` say)."""
     store = ImageFilesStore.from_folder(ensure_storage(folder), writable=writable)
     # In BROM mode the simulated DA sets DRAM up only with this phone's own EMI settings.
     xflash = XFlashSim(
@@ -134,6 +137,7 @@ def start_phone(profile: Profile, folder: Path, *, writable: bool = False) -> Si
         # A BROM enumerates at USB full speed; the DA switches to high speed (re-enumerating).
         usb_speed="high-speed" if profile.mode == "preloader" else "full-speed",
         expected_emi=boot1_emi(store),
+        faults=faults,
     )
     brom = SimBrom(
         hw_code=profile.hw_code,
@@ -163,7 +167,7 @@ async def serve_on_pty(
         # After a DA session, a fault or an assert, the phone "reboots" into its BROM or
         # preloader again, like a real one: the host can always reconnect.
         while True:
-            phone = start_phone(profile, folder, writable=writable)
+            phone = start_phone(profile, folder, writable=writable, faults=faults.device)
             try:
                 await run_device(faulty_device(phone.device(), faults), link)
             except MtkfsError as exc:

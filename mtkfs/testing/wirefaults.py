@@ -18,7 +18,14 @@ simulators) and spoils one frame in every ``every`` the device sends, up to ``li
 
 The :class:`WireFaults` counters are shared by every phone plugged in during a mount (each
 reconnect powers a new simulated phone on), so ``limit`` bounds the faults of the whole run.
-SPEC for ``--sim-faults`` (hidden; for tests): ``every=N,limit=M,kinds=cut+garble,seed=S``.
+
+The same SPEC also carries faults of the phone's flash (:class:`~mtkfs.testing.sim_xflash.
+SimFaults`, counted per power-on): ``corrupt-write=N`` stores the Nth written chunk with one bit
+flipped and reports success, ``drop-write=N`` reports success and stores nothing — writes that
+"succeed" but do not stick, which only verification can catch.
+
+SPEC for ``--sim-faults`` (hidden; for tests) and ``sim_mtk --faults``:
+``every=N,limit=M,kinds=cut+garble,seed=S,corrupt-write=N,drop-write=N``.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from dataclasses import dataclass, field
 from mtkfs.errors import UsageError
 from mtkfs.protocols.base import Op, Recv, Send
 from mtkfs.protocols.da_xflash import HEADER_BYTES, MAGIC
+from mtkfs.testing.sim_xflash import SimFaults
 
 KINDS = ("cut", "garble")
 _MAGIC_BYTES = MAGIC.to_bytes(4, "little")
@@ -43,6 +51,7 @@ class WireFaults:
     limit: int = 0
     kinds: tuple[str, ...] = KINDS
     seed: int = 1
+    device: SimFaults = field(default_factory=SimFaults)
     frames: int = 0
     injected: dict[str, int] = field(default_factory=dict)
     rng: random.Random = field(init=False, repr=False)
@@ -66,7 +75,7 @@ class WireFaults:
         return kind
 
 
-_ITEM = re.compile(r"^(every|limit|seed)=(\d+)$|^kinds=([a-z+]+)$")
+_ITEM = re.compile(r"^(every|limit|seed|corrupt-write|drop-write)=(\d+)$|^kinds=([a-z+]+)$")
 
 
 def parse_wire_faults(text: str) -> WireFaults:
@@ -78,7 +87,7 @@ def parse_wire_faults(text: str) -> WireFaults:
         if match is None:
             raise UsageError(
                 f"--sim-faults: cannot read {item!r} (use every=N, limit=N, seed=N, "
-                f"kinds={'+'.join(KINDS)})"
+                f"kinds={'+'.join(KINDS)}, corrupt-write=N, drop-write=N)"
             )
         if match.group(3) is not None:
             kinds = tuple(match.group(3).split("+"))
@@ -93,6 +102,10 @@ def parse_wire_faults(text: str) -> WireFaults:
         limit=numbers.get("limit", 1 << 62 if every else 0),
         kinds=kinds,
         seed=numbers.get("seed", 1),
+        device=SimFaults(
+            corrupt_write_chunk=numbers.get("corrupt-write", 0),
+            drop_write_chunk=numbers.get("drop-write", 0),
+        ),
     )
 
 

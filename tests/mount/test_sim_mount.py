@@ -7,11 +7,13 @@ authorisation must be refused quickly with a message that says why.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -112,17 +114,12 @@ def test_unknown_sim_phone_is_a_clear_error(tmp_path: Path) -> None:
     assert "mt6765" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_da_over_a_tty_link(p70a_rw: Layout, tmp_path: Path) -> None:
-    """``da:/dev/pts/N``: the simulated phone behind a pseudo-terminal, as a phone's ttyACM
-    looks, mounted through the tty link with a DA file in the real container format."""
-    da_file = tmp_path / "MTK_AllInOne_DA.bin"
-    subprocess.run(
-        [sys.executable, "-m", "mtkfs.testing.dafile_build", str(da_file), "0x6765"],
-        check=True,
-        capture_output=True,
-    )
+@contextlib.contextmanager
+def phone_on_a_pty(folder: Path, *args: str) -> Iterator[str]:
+    """``python -m mtkfs.testing.sim_mtk ARGS mt6765:FOLDER``: a simulated phone behind a
+    pseudo-terminal, as a phone's ttyACM looks; yields its /dev/pts path."""
     phone = subprocess.Popen(
-        [sys.executable, "-m", "mtkfs.testing.sim_mtk", "--rw", f"mt6765:{p70a_rw.folder}"],
+        [sys.executable, "-m", "mtkfs.testing.sim_mtk", *args, f"mt6765:{folder}"],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -130,25 +127,101 @@ def test_da_over_a_tty_link(p70a_rw: Layout, tmp_path: Path) -> None:
         assert phone.stdout is not None
         pts = phone.stdout.readline().strip()
         assert pts.startswith("/dev/pts/")
-        data = pseudo_random("tty/boot", 200_000)
-        args = ("--da", str(da_file), "-o", "rw", "--journal-dir", str(tmp_path / "journal"))
-        with mounted(f"da:{pts}", tmp_path / "mnt", *args) as mnt:
-            status = json.loads((mnt / ".mtkfs" / "status.json").read_text())
-            assert pts in status["source"]
-            for name in ("lk", "metadata", "nvram"):
-                part = p70a_rw.by_name(name)
-                assert sha256_of(mnt / f"{name}.img") == sha256_of(
-                    p70a_rw.folder / "User", part.offset_bytes, part.size_bytes
-                ), name
-            subprocess.run(
-                ["dd", f"of={mnt / 'boot.img'}", "conv=notrunc,fsync", "status=none"],
-                input=data,
-                check=True,
-            )
-        assert p70a_rw.read("boot", 0, len(data)) == data
+        yield pts
     finally:
         phone.kill()
         phone.wait(timeout=10)
+
+
+@pytest.fixture
+def da_file(tmp_path: Path) -> Path:
+    """A DA file in the real container format with an agent for the MT6765."""
+    path = tmp_path / "MTK_AllInOne_DA.bin"
+    subprocess.run(
+        [sys.executable, "-m", "mtkfs.testing.dafile_build", str(path), "0x6765"],
+        check=True,
+        capture_output=True,
+    )
+    return path
+
+
+def test_da_over_a_tty_link(p70a_rw: Layout, tmp_path: Path, da_file: Path) -> None:
+    """``da:/dev/pts/N``: every partition file (but the 12 GiB userdata: test_sim_faults copies
+    it through the in-memory link) and both boot regions are the eMMC's bytes through the real
+    tty link; a write of boot.img is verified on the eMMC."""
+    data = pseudo_random("tty/boot", 200_000)
+    args = ("--da", str(da_file), "-o", "rw", "--journal-dir", str(tmp_path / "journal"))
+    with (
+        phone_on_a_pty(p70a_rw.folder, "--rw") as pts,
+        mounted(f"da:{pts}", tmp_path / "mnt", *args) as mnt,
+    ):
+        status = json.loads((mnt / ".mtkfs" / "status.json").read_text())
+        assert pts in status["source"]
+        checked = 0
+        for part in p70a_rw.partitions:
+            if part.region != "user" or part.name == "userdata":
+                continue
+            assert sha256_of(mnt / f"{part.name}.img") == sha256_of(
+                p70a_rw.folder / "User", part.offset_bytes, part.size_bytes
+            ), part.name
+            checked += 1
+        assert checked >= 15
+        for region, name in (("boot1", "Boot1"), ("boot2", "Boot2")):
+            assert sha256_of(mnt / "regions" / f"{region}.img") == sha256_of(p70a_rw.folder / name)
+        subprocess.run(
+            ["dd", f"of={mnt / 'boot.img'}", "conv=notrunc,fsync", "status=none"],
+            input=data,
+            check=True,
+        )
+    assert p70a_rw.read("boot", 0, len(data)) == data
+
+
+@pytest.mark.loop
+@pytest.mark.skipif(not _loop_ok, reason=_loop_why)
+def test_system_loop_mounts_over_a_tty_link(p70a: Layout, tmp_path: Path, da_file: Path) -> None:
+    with (
+        phone_on_a_pty(p70a.folder) as pts,
+        mounted(f"da:{pts}", tmp_path / "mnt", "--da", str(da_file)) as mnt,
+    ):
+        target = tmp_path / "sys"
+        target.mkdir()
+        subprocess.run(["mount", "-o", "loop,ro", str(mnt / "system.img"), str(target)], check=True)
+        try:
+            assert "ro.board.platform" in (target / "build.prop").read_text()
+        finally:
+            subprocess.run(["umount", str(target)], check=True)
+
+
+@pytest.mark.parametrize("fault", ["corrupt-write=1", "drop-write=1"])
+def test_a_write_that_does_not_stick_is_eio_at_fsync(
+    p70a_rw: Layout, tmp_path: Path, da_file: Path, fault: str
+) -> None:
+    """The phone acknowledges the write but its flash holds other bytes (or none): the
+    read-back catches it, fsync fails with EIO, and the mount turns failsafe read-only."""
+    chunk = 256 << 10  # the DA transport's chunk: what one write command carries
+    before = p70a_rw.read("boot", 0, chunk)
+    args = ("--da", str(da_file), "-o", "rw", "--journal-dir", str(tmp_path / "journal"))
+    with (
+        phone_on_a_pty(p70a_rw.folder, "--rw", "--faults", fault) as pts,
+        mounted(f"da:{pts}", tmp_path / "mnt", *args) as mnt,
+    ):
+        result = subprocess.run(
+            ["dd", f"of={mnt / 'boot.img'}", "bs=4096", "conv=notrunc,fsync", "status=none"],
+            input=pseudo_random("tty/bad", 4096),
+            capture_output=True,
+            check=False,
+        )
+        assert result.returncode != 0
+        assert b"Input/output error" in result.stderr
+        status = json.loads((mnt / ".mtkfs" / "status.json").read_text())
+        assert status["writes"]["failures"], status
+        assert status["state"] == "failsafe" and status["read_only"], status
+    held = p70a_rw.read("boot", 0, chunk)
+    if fault.startswith("drop"):
+        assert held == before
+    else:  # one bit off somewhere in the chunk: what verification caught
+        new = pseudo_random("tty/bad", 4096) + before[4096:]
+        assert sum(bin(a ^ b).count("1") for a, b in zip(held, new, strict=True)) == 1
 
 
 def test_brom_mode_sets_dram_up_from_the_phones_preloader(p70a: Layout, tmp_path: Path) -> None:
