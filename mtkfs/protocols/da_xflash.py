@@ -30,6 +30,7 @@ import logging
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar
 
 from mtkfs.errors import (
     AuthRequiredError,
@@ -39,6 +40,10 @@ from mtkfs.errors import (
     UsageError,
 )
 from mtkfs.protocols.base import Op, Send, recv_exact
+from mtkfs.protocols.brom import DeviceInfo
+from mtkfs.protocols.da_session import DaSession
+from mtkfs.protocols.dafile import DaEntry
+from mtkfs.protocols.preloader_emi import EmiSettings
 
 # Statuses and storage records live in their own modules; `X as X` re-exports the names that
 # callers (the simulator, the tests) import from here.
@@ -463,18 +468,55 @@ def shutdown(*, reboot: bool = False) -> Op[None]:
 
 
 @dataclass(frozen=True)
-class DaSession:
-    """What :func:`connect` learnt: everything a transport needs to serve reads and writes."""
+class XFlashSession(DaSession):
+    """What :func:`connect` learnt, and the XFlash operations on it (see
+    :class:`~mtkfs.protocols.da_session.DaSession`)."""
 
-    connection_agent: str
     packet_lengths: PacketLengths
-    storage: StorageInfo
-    usb_speed: str
+    protocol: ClassVar[str] = "xflash"
+
+    @property
+    def read_packet_bytes(self) -> int:
+        return self.packet_lengths.read_bytes
+
+    def read(self, region: str, offset_bytes: int, size_bytes: int) -> Op[bytes]:
+        storage_id, part_id = self.storage.address(region)
+        return read_data(
+            storage_id,
+            part_id,
+            offset_bytes,
+            size_bytes,
+            sector_bytes=self.storage.block_size_bytes,
+        )
+
+    def write(self, region: str, offset_bytes: int, data: bytes) -> Op[None]:
+        storage_id, part_id = self.storage.address(region)
+        return write_data(
+            storage_id,
+            part_id,
+            offset_bytes,
+            data,
+            write_packet_bytes=self.packet_lengths.write_bytes,
+            sector_bytes=self.storage.block_size_bytes,
+        )
+
+    def shutdown(self) -> Op[None]:
+        return shutdown()
+
+    @property
+    def can_switch_usb_speed(self) -> bool:
+        return True
+
+    def switch_usb_speed(self) -> Op[None]:
+        return switch_usb_speed()
+
+    def get_usb_speed(self) -> Op[str]:
+        return get_usb_speed()
 
 
 def connect(
     da2_addr: int, da2: bytes, *, emi: bytes | None = None, read_sync_byte: bool = True
-) -> Op[DaSession]:
+) -> Op[XFlashSession]:
     """From DA1's sync byte to a stage-2 session ready for READ_DATA/WRITE_DATA.
 
     bring-up → SET_CHECKSUM_LEVEL 0 → GET_CONNECTION_AGENT → (BROM: INIT_EXT_RAM) → BOOT_TO →
@@ -500,7 +542,15 @@ def connect(
     packets = yield from get_packet_length()
     storage = yield from get_storage_info()
     speed = yield from get_usb_speed()
-    return DaSession(agent, packets, storage, speed)
+    return XFlashSession(agent, storage, speed, packet_lengths=packets)
+
+
+def connect_entry(entry: DaEntry, info: DeviceInfo, emi: EmiSettings | None) -> Op[XFlashSession]:
+    """:func:`connect` for the agent ``entry`` of a DA file (the transport's uniform entry
+    point, shared by every protocol module): DA2 goes without its signature, DRAM gets the
+    whole EMI section."""
+    del info  # XFlash needs nothing of the BROM's answers here
+    return connect(entry.da2.load_addr, entry.da2_unsigned, emi=emi.blob if emi else None)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from mtkfs.links.base import Link
 from mtkfs.links.serial import open_serial
 from mtkfs.links.usb import UsbLink, wait_for_device
 from mtkfs.protocols.dafile import DaFile
+from mtkfs.protocols.preloader_emi import EmiSettings, extract_emi
 from mtkfs.transports.base import Transport
 from mtkfs.transports.da import DEFAULT_IO_TIMEOUT_S, DaTransport, LinkOpener, load_da_file
 from mtkfs.transports.image import ImageTransport
@@ -157,13 +158,11 @@ async def _connect_da(
         raise
 
 
-def _read_emi(path: Path | None) -> bytes | None:
+def _read_emi(path: Path | None) -> EmiSettings | None:
     """The EMI settings of ``--preloader`` (checked now: a wrong file fails before the phone
     is touched)."""
     if path is None:
         return None
-    from mtkfs.protocols.preloader_emi import extract_emi
-
     try:
         with path.open("rb") as stream:
             data = stream.read(_MAX_PRELOADER_BYTES + 1)
@@ -174,7 +173,7 @@ def _read_emi(path: Path | None) -> bytes | None:
             f"{path}: larger than {_MAX_PRELOADER_BYTES >> 20} MiB: not a preloader or Boot1 "
             "image (give preloader_<board>.bin or a Boot1/boot1.img)"
         )
-    return extract_emi(data, str(path)).blob
+    return extract_emi(data, str(path))
 
 
 #: A Boot1 area is 4 MiB on most eMMCs; a preloader file a few hundred KiB.

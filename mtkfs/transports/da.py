@@ -47,7 +47,9 @@ from mtkfs.links.base import Link, drive
 from mtkfs.maps.model import Region
 from mtkfs.protocols import brom, da_xflash
 from mtkfs.protocols.base import Op
-from mtkfs.protocols.dafile import MAX_DA_FILE_BYTES, DaFile, parse_da_file
+from mtkfs.protocols.da_session import DaSession
+from mtkfs.protocols.dafile import MAX_DA_FILE_BYTES, DaEntry, DaFile, parse_da_file
+from mtkfs.protocols.preloader_emi import EmiSettings
 from mtkfs.transports.base import Transport
 
 log = logging.getLogger(__name__)
@@ -96,11 +98,11 @@ class DaTransport(Transport):
         self,
         link: Link,
         info: brom.DeviceInfo,
-        session: da_xflash.DaSession,
+        session: DaSession,
         *,
         writable: bool,
         da_file: DaFile | None = None,
-        emi: bytes | None = None,
+        emi: EmiSettings | None = None,
         reopen: LinkOpener | None = None,
         io_timeout_s: float = DEFAULT_IO_TIMEOUT_S,
     ) -> None:
@@ -115,7 +117,7 @@ class DaTransport(Transport):
         # chip says what, the link where (messages embed it: "… has 2 unfinished writes").
         self.description = (
             f"{info.chip.name} in {info.mode} mode on {link.description} "
-            f"(XFlash DA; {session.storage.kind}: {', '.join(self.regions)})"
+            f"({session.protocol} DA; {session.storage.kind}: {', '.join(self.regions)})"
         )
         self.mtime_s = 0.0
         # One USB 2.0 command moves ~40 MB/s after ~1 ms: 256 KiB chunks keep random reads
@@ -125,7 +127,7 @@ class DaTransport(Transport):
         self.readahead_max_bytes = 16 << 20
         self.kernel_readahead_bytes = self.chunk_bytes
         self.writable = writable
-        self.write_unit_bytes = max(512, session.storage.block_size_bytes)
+        self.write_unit_bytes = session.write_unit_bytes
         self.io_timeout_s = io_timeout_s
         self._da_file = da_file
         self._emi = emi
@@ -147,7 +149,7 @@ class DaTransport(Transport):
         link: Link,
         da_file: DaFile,
         *,
-        emi: bytes | None = None,
+        emi: EmiSettings | None = None,
         writable: bool = False,
         reopen: LinkOpener | None = None,
         io_timeout_s: float = DEFAULT_IO_TIMEOUT_S,
@@ -233,7 +235,7 @@ class DaTransport(Transport):
         self.reconnects += 1
         log.warning("reconnected to %s (reconnect %d)", self.device_id, self.reconnects)
 
-    def _check_same_phone(self, info: brom.DeviceInfo, session: da_xflash.DaSession) -> None:
+    def _check_same_phone(self, info: brom.DeviceInfo, session: DaSession) -> None:
         """A different phone (or the same one repartitioned at the eMMC level) must not be
         served under this mount: its bytes would land in this mount's cache and journal."""
         layout = {r.name: r.size_bytes for r in session.storage.regions}
@@ -250,14 +252,7 @@ class DaTransport(Transport):
         size_bytes = max(0, min(size_bytes, self.regions[region].size_bytes - offset_bytes))
 
         def make_op() -> Op[bytes]:
-            storage_id, part_id = self.session.storage.address(region)
-            return da_xflash.read_data(
-                storage_id,
-                part_id,
-                offset_bytes,
-                size_bytes,
-                sector_bytes=self.session.storage.block_size_bytes,
-            )
+            return self.session.read(region, offset_bytes, size_bytes)
 
         attempts = READ_ATTEMPTS if self._reopen is not None else 1
         for attempt in range(1, attempts + 1):
@@ -286,15 +281,7 @@ class DaTransport(Transport):
             )
 
         def make_op() -> Op[None]:
-            storage_id, part_id = self.session.storage.address(region)
-            return da_xflash.write_data(
-                storage_id,
-                part_id,
-                offset_bytes,
-                data,
-                write_packet_bytes=self.session.packet_lengths.write_bytes,
-                sector_bytes=self.session.storage.block_size_bytes,
-            )
+            return self.session.write(region, offset_bytes, data)
 
         await self._command(make_op)
         self.bytes_written += len(data)
@@ -315,7 +302,7 @@ class DaTransport(Transport):
             async with self._lock:
                 if self.broken is None:
                     await drive(
-                        da_xflash.shutdown(), self.link, timeout_s=min(self.io_timeout_s, 5.0)
+                        self.session.shutdown(), self.link, timeout_s=min(self.io_timeout_s, 5.0)
                     )
         except Exception as exc:  # the device may already be gone; closing must not fail
             log.debug("DA shutdown: %s", exc)
@@ -331,8 +318,8 @@ def device_id_of(info: brom.DeviceInfo) -> str:
 
 
 async def bring_up(
-    link: Link, da_file: DaFile, *, emi: bytes | None, timeout_s: float
-) -> tuple[Link, brom.DeviceInfo, da_xflash.DaSession]:
+    link: Link, da_file: DaFile, *, emi: EmiSettings | None, timeout_s: float
+) -> tuple[Link, brom.DeviceInfo, DaSession]:
     """Steps 1–3 of the module doc over ``link``: identify, upload DA1, start the session;
     then, on a full-speed USB link, the switch to high speed. Returns the link to use from
     then on (a new one after a speed switch; ``link`` is closed then)."""
@@ -346,10 +333,12 @@ async def bring_up(
         info.target_config.names() or "open",
     )
     entry = da_file.select(info.hw_code, info.hw_sub_code, info.hw_ver, info.sw_ver)
-    if da_file.protocol_for(info.chip) != "xflash":
+    protocol = da_file.protocol_for(info.chip)
+    connector = CONNECTORS.get(protocol)
+    if connector is None:
         raise UsageError(
-            f"{da_file.name} speaks the {da_file.protocol_for(info.chip)} DA protocol for "
-            f"{info.chip.name}; this version of mtkfs speaks XFlash only"
+            f"{da_file.name} speaks the {protocol} DA protocol for {info.chip.name}; this "
+            f"version of mtkfs speaks {', '.join(CONNECTORS)}"
         )
     da1 = entry.da1
     brom.check_security(info, da_signed=da1.sig_len_bytes > 0)
@@ -358,44 +347,40 @@ async def bring_up(
     )
     jump = brom.jump_da64 if info.chip.brom64 else brom.jump_da
     await drive(jump(da1.load_addr), link, timeout_s=command_timeout_s)
-    session = await drive(
-        da_xflash.connect(entry.da2.load_addr, entry.da2_unsigned, emi=emi),
-        link,
-        timeout_s=timeout_s,
-    )
-    log.info(
-        "DA up (%s agent), %s storage, packets %d/%d bytes",
-        session.connection_agent,
-        session.storage.kind,
-        session.packet_lengths.write_bytes,
-        session.packet_lengths.read_bytes,
-    )
+    session = await drive(connector(entry, info, emi), link, timeout_s=timeout_s)
+    log.info("DA up: %s", session.describe())
     if session.usb_speed == "full-speed":
         link, session = await _to_high_speed(link, session, timeout_s=command_timeout_s)
     return link, info, session
 
+
+#: Each DA protocol's way from DA1's first byte to a stage-2 session (da_session.py).
+CONNECTORS: dict[str, Callable[[DaEntry, brom.DeviceInfo, EmiSettings | None], Op[DaSession]]] = {
+    "xflash": da_xflash.connect_entry,
+}
 
 #: How long a phone may take to leave the bus and come back at high speed.
 REENUMERATION_TIMEOUT_S = 10.0
 
 
 async def _to_high_speed(
-    link: Link, session: da_xflash.DaSession, *, timeout_s: float
-) -> tuple[Link, da_xflash.DaSession]:
+    link: Link, session: DaSession, *, timeout_s: float
+) -> tuple[Link, DaSession]:
     """A BROM enumerates at USB full speed (12 Mbit/s, ~1 MB/s): SWITCH_USB_SPEED makes the DA
     re-enumerate at high speed, and the session goes on over the new link, no new handshake.
     Where the link cannot follow (a tty), the phone stays slow and the user is told why."""
-    if not link.can_reenumerate:
+    if not link.can_reenumerate or not session.can_switch_usb_speed:
         log.warning(
             "the phone runs at USB full speed (12 Mbit/s, about 1 MB/s) and %s cannot follow "
-            "a switch to high speed: use da: (libusb) instead of the tty for big reads",
+            "a switch to high speed (%s DA): use da: (libusb) instead of a tty for big reads",
             link.description,
+            session.protocol,
         )
         return link, session
-    await drive(da_xflash.switch_usb_speed(), link, timeout_s=timeout_s)
+    await drive(session.switch_usb_speed(), link, timeout_s=timeout_s)
     new_link = await link.reenumerated(REENUMERATION_TIMEOUT_S)
     try:
-        speed = await drive(da_xflash.get_usb_speed(), new_link, timeout_s=timeout_s)
+        speed = await drive(session.get_usb_speed(), new_link, timeout_s=timeout_s)
     except BaseException:
         await _close_quietly(new_link)
         raise

@@ -13,6 +13,7 @@ from mtkfs.errors import MtkfsError, SourceError, TransportError, UsageError
 from mtkfs.links.base import Link
 from mtkfs.protocols.da_xflash import Cmd
 from mtkfs.protocols.dafile import parse_da_file
+from mtkfs.protocols.preloader_emi import EmiSettings
 from mtkfs.testing.dafile_build import build_for_codes
 from mtkfs.testing.sim_brom import SimBrom
 from mtkfs.testing.sim_xflash import MemoryStore, SimFaults, XFlashSim
@@ -168,7 +169,9 @@ async def test_a_full_speed_phone_is_switched_to_high_speed(can_follow: bool) ->
     xflash = XFlashSim(store, usb_speed="full-speed", read_packet_bytes=64 << 10)
     brom = SimBrom(hw_code=0x0766, mode="brom", da_device=lambda da: xflash.serve())
     link = GeneratorLink(brom.run(), reenumerate=xflash.serve if can_follow else None)
-    transport = await DaTransport.connect(link, DA, emi=b"MTK_BLOADER_INFO_v25" + b"\0" * 64)
+    transport = await DaTransport.connect(
+        link, DA, emi=EmiSettings(25, b"MTK_BLOADER_INFO_v25" + b"\0" * 64)
+    )
     assert (Cmd.SWITCH_USB_SPEED in xflash.commands) == can_follow
     assert transport.session.usb_speed == ("high-speed" if can_follow else "full-speed")
     assert (transport.link is not link) == can_follow

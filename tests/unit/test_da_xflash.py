@@ -51,7 +51,7 @@ def emmc_store() -> MemoryStore:
     )
 
 
-def ready(sim: XFlashSim, *, emi: bytes | None = None) -> x.DaSession:
+def ready(sim: XFlashSim, *, emi: bytes | None = None) -> x.XFlashSession:
     """Bring ``sim`` to stage 2 through the real client path."""
     return run_pair(x.connect(DA2_ADDR, DA2, emi=emi), sim.serve())
 
