@@ -14,7 +14,7 @@ from pathlib import Path
 import mounting
 import pytest
 
-from mtkfs.testing.disk import Layout, build_p70a, build_s650
+from mtkfs.testing.disk import Layout, build_p70a, build_s650, build_ufs
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -36,6 +36,12 @@ def p70a(tmp_path_factory: pytest.TempPathFactory) -> Layout:
 def s650(tmp_path_factory: pytest.TempPathFactory) -> Layout:
     """Lenovo S650 ``dd`` readback (``mmcblk0.img`` with MTK MBR+EBR, ``mmcblk0boot{0,1}.img``)."""
     return build_s650(tmp_path_factory.mktemp("s650"))
+
+
+@pytest.fixture(scope="session")
+def ufs(tmp_path_factory: pytest.TempPathFactory) -> Layout:
+    """A UFS phone's readback: ``LU0``/``LU1`` boot LUs, ``LU2`` with a 4096-byte-sector GPT."""
+    return build_ufs(tmp_path_factory.mktemp("ufs"))
 
 
 @pytest.fixture

@@ -58,9 +58,12 @@ def is_text(data: bytes) -> bool:
 
 
 def table_region_of(regions: Mapping[str, Region]) -> Region | None:
-    """Where on-flash tables live: ``user``, else the only region, else none."""
+    """Where on-flash tables live: ``user`` (eMMC), else a UFS phone's user LU (``lu2`` on
+    MediaTek: LU0/LU1 hold the preloaders), else the only region, else none."""
     if "user" in regions:
         return regions["user"]
+    if "lu2" in regions:
+        return regions["lu2"]
     if len(regions) == 1:
         return next(iter(regions.values()))
     return None

@@ -35,6 +35,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from mtkfs.testing.content import android_boot_image, emmc_boot_preloader, mtk_image, pseudo_random
+from mtkfs.testing.gpt_write import GptPartition, write_gpt
 from mtkfs.testing.tools import (
     find_tool,
     fixed_uuid,
@@ -61,6 +62,7 @@ __all__ = [
     "Layout",
     "build_p70a",
     "build_s650",
+    "build_ufs",
     "find_tool",
     "main",
     "p70a_system_files",
@@ -71,6 +73,7 @@ __all__ = [
 SECTOR_BYTES = 512
 _KiB = 1 << 10
 _MiB = 1 << 20
+_GiB = 1 << 30
 
 #: Microsoft basic data: what MTK's GPT uses for every entry (parted shows it as ``msftdata``).
 _GPT_TYPE_CODE = "0700"
@@ -286,6 +289,82 @@ def _p70a_raw_content() -> list[tuple[str, int, bytes]]:
 
 
 # --------------------------------------------------------------------------------------------
+# A UFS phone (Dimensity 700 / MT6833 class): three LUs, 4096-byte logical blocks
+
+#: LU sizes: two boot LUs (preloader A/B) and the user LU with the GPT.
+UFS_BOOT_LU_BYTES = 4 * _MiB
+UFS_USER_LU_BYTES = 8 * _GiB
+UFS_SECTOR_BYTES = 4096
+#: The user LU's GPT, K8-era A/B names: (name, start byte, size bytes); 4 KiB-aligned.
+UFS_GPT = (
+    ("proinfo", 1 * _MiB, 3 * _MiB),
+    ("nvram", 4 * _MiB, 64 * _MiB),
+    ("protect1", 68 * _MiB, 8 * _MiB),
+    ("protect2", 76 * _MiB, 8 * _MiB),
+    ("seccfg", 84 * _MiB, 8 * _MiB),
+    ("boot_a", 92 * _MiB, 32 * _MiB),
+    ("vbmeta_a", 124 * _MiB, 8 * _MiB),
+    ("system_a", 132 * _MiB, 256 * _MiB),
+    ("userdata", 388 * _MiB, UFS_USER_LU_BYTES - 388 * _MiB - 1 * _MiB),
+)
+_UFS_EXT4 = ("protect1", "protect2", "system_a", "userdata")
+
+
+def ufs_system_files() -> dict[str, bytes]:
+    """Path → content of the UFS phone's ``system_a`` file system."""
+    return {
+        "build.prop": b"ro.product.model=UFS K8-era\nro.board.platform=mt6833\n",
+        "etc/hosts": _HOSTS.encode(),
+        "framework/framework.jar": pseudo_random("ufs/system/framework.jar", 2 * _MiB),
+    }
+
+
+def build_ufs(folder: Path) -> Layout:
+    """Build a readback of a UFS phone in ``folder``: ``LU0``, ``LU1`` (boot LUs, the preloader
+    behind a ``UFS_BOOT`` header) and ``LU2`` (the user LU: a GPT in 4096-byte sectors, ext4
+    system_a and userdata, raw nvram/boot). Sparse: a few MiB on disk."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lu0, lu1, lu2 = folder / "LU0", folder / "LU1", folder / "LU2"
+    sparse_file(lu0, UFS_BOOT_LU_BYTES)
+    preloader = bytearray(emmc_boot_preloader("ufs/preloader", 256 * _KiB))
+    preloader[:12] = b"UFS_BOOT\0\0\0\0"
+    pwrite(lu0, 0, bytes(preloader))
+    sparse_file(lu1, UFS_BOOT_LU_BYTES)
+    pwrite(lu1, 0, pseudo_random("ufs/lu1", 64 * _KiB))
+    sparse_file(lu2, UFS_USER_LU_BYTES)
+    write_gpt(
+        lu2,
+        [GptPartition(name, start, size) for name, start, size in UFS_GPT],
+        sector_bytes=UFS_SECTOR_BYTES,
+        key="ufs/gpt",
+    )
+    parts = {name: (start, size) for name, start, size in UFS_GPT}
+    with tempfile.TemporaryDirectory(prefix="mtkfs-disk-") as tmp:
+        tmp_dir = Path(tmp)
+        system_tree = write_tree(tmp_dir / "system", ufs_system_files())
+        for name in _UFS_EXT4:
+            start, size = parts[name]
+            tree = system_tree if name == "system_a" else None
+            mkfs_ext4(tmp_dir, lu2, start, size, label=name, key=f"ufs/{name}", tree=tree)
+    for name, data in (
+        ("proinfo", pseudo_random("ufs/proinfo", 256 * _KiB)),
+        ("nvram", pseudo_random("ufs/nvram", 512 * _KiB)),
+        ("seccfg", b"AND_SECCFG_v" + pseudo_random("ufs/seccfg", 4 * _KiB - 12)),
+        ("boot_a", android_boot_image("ufs/boot", b"ROOTFS", b"console=tty0")),
+        ("vbmeta_a", b"AVB0" + pseudo_random("ufs/vbmeta", 4 * _KiB - 4)),
+    ):
+        pwrite(lu2, parts[name][0], data)
+    return Layout(
+        folder=folder,
+        regions={"lu0": lu0, "lu1": lu1, "lu2": lu2},
+        partitions=tuple(
+            ExpectedPartition(name, "lu2", start, size, "ext4" if name in _UFS_EXT4 else None)
+            for name, start, size in UFS_GPT
+        ),
+    )
+
+
+# --------------------------------------------------------------------------------------------
 # Lenovo S650 (MT6582): MTK MBR + EBR chain, dd readback (mmcblk0*.img)
 
 #: ``/proc/partitions``: mmcblk0 7597184 KiB.
@@ -478,11 +557,15 @@ def _s650_raw_content() -> list[tuple[int, bytes]]:
 # --------------------------------------------------------------------------------------------
 # Command line
 
-_BUILDERS: dict[str, Callable[[Path], Layout]] = {"p70a": build_p70a, "s650": build_s650}
+_BUILDERS: dict[str, Callable[[Path], Layout]] = {
+    "p70a": build_p70a,
+    "s650": build_s650,
+    "ufs": build_ufs,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m mtkfs.testing.disk p70a|s650 FOLDER``: build one readback folder."""
+    """``python -m mtkfs.testing.disk p70a|s650|ufs FOLDER``: build one readback folder."""
     parser = argparse.ArgumentParser(
         prog="python -m mtkfs.testing.disk",
         description="Build a sparse, deterministic MTK readback folder for tests and the demo.",

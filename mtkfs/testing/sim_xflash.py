@@ -210,8 +210,9 @@ class ImageFilesStore(FlashStore):
             if region is not None and path.is_file():
                 files.setdefault(region, path)
         if not files:
-            raise ValueError(f"{folder} holds no readback files (Boot1, Boot2, User…)")
-        return cls(files, kind="emmc", writable=writable)
+            raise ValueError(f"{folder} holds no readback files (Boot1, Boot2, User, LU0…)")
+        kind = "ufs" if any(name.startswith("lu") for name in files) else "emmc"
+        return cls(files, kind=kind, writable=writable)
 
     def region_sizes(self) -> Mapping[str, int]:
         return self._sizes

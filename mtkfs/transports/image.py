@@ -35,8 +35,9 @@ from mtkfs.transports.base import Transport
 
 log = logging.getLogger(__name__)
 
-#: SP Flash Tool readback names (any case, optional .bin/.img) → region.
-_SPFT_NAME = re.compile(r"^(boot1|boot2|rpmb|user)(?:\.(?:bin|img))?$", re.IGNORECASE)
+#: SP Flash Tool readback names (any case, optional .bin/.img) → region; ``LU0``…``LU3`` are
+#: a UFS phone's logical units (LU0/LU1 the boot LUs, LU2 the user LU with the GPT).
+_SPFT_NAME = re.compile(r"^(boot1|boot2|rpmb|user|lu[0-3])(?:\.(?:bin|img))?$", re.IGNORECASE)
 #: Linux block-device style names → region.
 _LINUX_NAME = re.compile(r"^mmcblk(\d+)(boot0|boot1|rpmb)?(?:\.(?:bin|img))?$", re.IGNORECASE)
 _LINUX_REGION = {None: "user", "boot0": "boot1", "boot1": "boot2", "rpmb": "rpmb"}
@@ -48,8 +49,8 @@ IMAGE_CHUNK_BYTES = 1 << 20
 _MAX_THREADS = 4
 
 _EXPECTED = (
-    "SP Flash Tool readback files Boot1, Boot2, RPMB, User (optionally .bin/.img) or Linux-style "
-    "mmcblk0.img, mmcblk0boot0.img, mmcblk0boot1.img, mmcblk0rpmb.img"
+    "SP Flash Tool readback files Boot1, Boot2, RPMB, User (optionally .bin/.img), UFS LU0, "
+    "LU1, LU2, or Linux-style mmcblk0.img, mmcblk0boot0.img, mmcblk0boot1.img, mmcblk0rpmb.img"
 )
 
 

@@ -454,3 +454,32 @@ def test_cli_builds_a_folder(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "mmcblk0.img" in result.stdout and "p8" in result.stdout
     assert (tmp_path / "cli" / "mmcblk0boot1.img").stat().st_size == 2048 * 1024
+
+
+def test_ufs_user_lu_gpt_reads_back_with_4096_byte_sectors(tmp_path: Path) -> None:
+    """sgdisk, told nothing, reads the hand-written GPT of LU2 as a 4096-byte-sector disk (its
+    header at byte 4096): every partition where the builder says, names and order kept."""
+    layout = disk.build_ufs(tmp_path / "ufs")
+    lu2 = layout.regions["lu2"]
+    with lu2.open("rb") as image:
+        head = image.read(8192)
+    assert head[510:512] == b"\x55\xaa" and head[4096:4104] == b"EFI PART"
+    loop = subprocess.run(
+        ["losetup", "--find", "--show", "--read-only", "--sector-size", "4096", str(lu2)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if loop.returncode != 0:
+        pytest.skip(f"no loop devices here: {loop.stderr.strip()}")
+    device = loop.stdout.strip()
+    try:
+        listing = subprocess.run(
+            [find_tool("sgdisk"), "-p", device], capture_output=True, text=True, check=True
+        ).stdout
+    finally:
+        subprocess.run(["losetup", "-d", device], check=True)
+    assert "Sector size (logical/physical): 4096/4096 bytes" in listing
+    rows = [line.split() for line in listing.splitlines() if re.match(r"^\s+\d+\s+\d+", line)]
+    found = [(row[6], int(row[1]) * 4096, (int(row[2]) + 1 - int(row[1])) * 4096) for row in rows]
+    assert found == [(p.name, p.offset_bytes, p.size_bytes) for p in layout.partitions]
