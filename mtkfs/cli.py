@@ -155,6 +155,18 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("--json", action="store_true", help="machine-readable output")
     ls.add_argument("--debug", action="store_true", help="verbose logging, tracebacks")
 
+    info = sub.add_parser(
+        "info",
+        help="what a device says about itself (chip, mode, security, DA protocol, storage)",
+        description="Connect to SOURCE, print what it reports about itself and its storage, "
+        "and let it go — nothing is mounted. A phone is shut down by its DA afterwards (replug "
+        "it to mount it).",
+    )
+    info.add_argument("source", metavar="SOURCE")
+    add_source_args(info)
+    info.add_argument("--json", action="store_true", help="machine-readable output")
+    info.add_argument("--debug", action="store_true", help="verbose logging, tracebacks")
+
     add_write_commands(sub)
     return parser
 
@@ -399,6 +411,47 @@ def cmd_ls(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- info ----------------------------------------------------------------------------------------
+
+
+async def _info_report(args: argparse.Namespace) -> dict[str, Any]:
+    transport = await open_transport(args.source, options=source_options(args))
+    try:
+        return {
+            "source": transport.description,
+            "device_id": transport.device_id,
+            "regions": {name: region.size_bytes for name, region in transport.regions.items()},
+            "device": transport.device_report(),
+        }
+    finally:
+        await transport.aclose()
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    report = trio.run(_info_report, args)
+    if args.json:
+        json.dump(report, sys.stdout, indent=2)
+        print()
+        return 0
+    device = report["device"]
+    print(f"source:    {report['source']}")
+    print(f"device id: {report['device_id']}")
+    if device:
+        security = device["target_config"]
+        print(f"chip:      {device['chip']} (hw code {device['hw_code']})")
+        print(f"mode:      {device['mode']}")
+        print(
+            f"security:  {', '.join(security['bits']) or 'none'} (target config {security['raw']})"
+        )
+        print(f"protocol:  {device['protocol']} DA, loaded from {device['connection_agent']}")
+        print(f"usb:       {device['usb_speed'] or 'unknown'} on {device['link']}")
+        storage = device["storage"]
+        print(f"storage:   {storage['kind']}, {storage['block_size']}-byte blocks")
+    for name, size in report["regions"].items():
+        print(f"  {name:<8} {size:>16} bytes  {human_size(size):>10}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -408,6 +461,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "mount": cmd_mount,
         "umount": cmd_umount,
         "ls": cmd_ls,
+        "info": cmd_info,
         "status": cmd_status,
         "journal": cmd_journal,
     }

@@ -189,6 +189,7 @@ class MountView:
             "failsafe": failsafe,
             "writes": self.writes_status(),
             "source": self.transport.description,
+            "device": self.transport.device_report(),
             "mountpoint": str(self.mountpoint),
             "started": self.started_s,
             "partitions": sum(1 for p in self.pmap.partitions if p.exposed),

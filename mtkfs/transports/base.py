@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Mapping
+from typing import Any
 
 from mtkfs.errors import ReadOnlyError
 from mtkfs.maps.model import Region
@@ -81,6 +82,11 @@ class Transport(abc.ABC):
         """Transport-level counters for ``.mtkfs/stats.json`` (commands, bytes, link time)."""
         return {}
 
+    def device_report(self) -> dict[str, Any]:
+        """What the device said about itself, for ``mtkfs info`` and ``.mtkfs/status.json``
+        (chip, mode, security, protocol…); empty for sources that are just files."""
+        return {}
+
     @abc.abstractmethod
     async def aclose(self) -> None:
         """Release the device; idempotent."""
@@ -121,6 +127,9 @@ class WrappingTransport(Transport):
 
     def stats(self) -> dict[str, int | float]:
         return self.inner.stats()
+
+    def device_report(self) -> dict[str, Any]:
+        return self.inner.device_report()
 
     async def aclose(self) -> None:
         await self.inner.aclose()

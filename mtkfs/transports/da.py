@@ -31,7 +31,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import trio
 
@@ -285,6 +285,34 @@ class DaTransport(Transport):
 
         await self._command(make_op)
         self.bytes_written += len(data)
+
+    def device_report(self) -> dict[str, Any]:
+        """Chip, mode, security bits, the DA protocol and the storage it reported."""
+        info, session = self.info, self.session
+        return {
+            "chip": info.chip.name,
+            "hw_code": f"{info.hw_code:#06x}",
+            "hw_sub_code": f"{info.hw_sub_code:#06x}",
+            "hw_version": f"{info.hw_ver:#06x}",
+            "sw_version": f"{info.sw_ver:#06x}",
+            "mode": info.mode,
+            "target_config": {
+                "raw": f"{info.target_config.raw:#x}",
+                "bits": info.target_config.names(),
+            },
+            "me_id": info.me_id.hex(),
+            "soc_id": info.soc_id.hex(),
+            "protocol": session.protocol,
+            "connection_agent": session.connection_agent,
+            "usb_speed": session.usb_speed,
+            "storage": {
+                "kind": session.storage.kind,
+                "block_size": session.storage.block_size_bytes,
+                "cid": session.storage.cid.hex(),
+                "regions": {r.name: r.size_bytes for r in session.storage.regions},
+            },
+            "link": self.link.description,
+        }
 
     def stats(self) -> dict[str, int | float]:
         return {

@@ -250,7 +250,23 @@ def test_brom_mode_sets_dram_up_from_the_phones_preloader(p70a: Layout, tmp_path
     with mounted(source, mnt, "--preloader", str(p70a.folder / "Boot1")) as mounted_at:
         status = json.loads((mounted_at / ".mtkfs" / "status.json").read_text())
         assert "brom mode" in status["source"]
+        assert status["device"]["connection_agent"] == "brom"
+        assert status["device"]["usb_speed"] == "high-speed"  # switched from full speed
         boot = p70a.by_name("boot")
         assert sha256_of(mounted_at / "boot.img") == sha256_of(
             p70a.folder / "User", boot.offset_bytes, boot.size_bytes
         )
+
+
+def test_info_tells_chip_mode_security_protocol_and_storage(p70a: Layout) -> None:
+    """``mtkfs info``: what the phone says about itself, without mounting anything."""
+    text = mtkfs("info", f"sim:mt6765:{p70a.folder}")
+    assert text.returncode == 0, text.stderr
+    for words in ("MT6765", "preloader", "security:  none", "xflash DA", "emmc, 512-byte"):
+        assert words in text.stdout, text.stdout
+    report = json.loads(mtkfs("info", f"sim:mt6768:{p70a.folder}", "--json").stdout)
+    assert report["device"]["chip"].startswith("MT6768")
+    assert report["device"]["protocol"] == "xflash"
+    assert report["regions"]["user"] == p70a.regions["user"].stat().st_size
+    secured = mtkfs("info", f"sim:mt6765-sla:{p70a.folder}")
+    assert secured.returncode == 8 and "SLA" in secured.stderr
