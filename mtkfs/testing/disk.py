@@ -60,6 +60,7 @@ __all__ = [
     "SECTOR_BYTES",
     "ExpectedPartition",
     "Layout",
+    "build_nor",
     "build_p70a",
     "build_s650",
     "build_ufs",
@@ -365,6 +366,41 @@ def build_ufs(folder: Path) -> Layout:
 
 
 # --------------------------------------------------------------------------------------------
+# A NOR-flash device (an old MT65xx board or a camera): one flat region, MTD partitions
+
+NOR_FLASH_BYTES = 16 * _MiB
+#: ``mtdparts=`` of the NOR: (name, start byte, size bytes), contiguous from 0.
+NOR_PARTS = (
+    ("preloader", 0, 256 * _KiB),
+    ("uboot", 256 * _KiB, 256 * _KiB),
+    ("env", 512 * _KiB, 64 * _KiB),
+    ("kernel", 576 * _KiB, 3 * _MiB),
+    ("rootfs", 3 * _MiB + 576 * _KiB, 10 * _MiB),
+    ("data", 13 * _MiB + 576 * _KiB, 2 * _MiB + 448 * _KiB),
+)
+NOR_MTDPARTS = "mtdparts=nor0:" + ",".join(
+    f"{size // _KiB}k({name})" for name, _, size in NOR_PARTS
+)
+
+
+def build_nor(folder: Path) -> Layout:
+    """A 16 MiB NOR dump in ``folder``: ``flash.bin`` (erased bytes 0xFF where nothing was
+    written, as NOR reads) and ``mtdparts.txt``, the map to mount it with (``--map``)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    flash = folder / "flash.bin"
+    flash.write_bytes(b"\xff" * NOR_FLASH_BYTES)
+    for name, start, size in NOR_PARTS:
+        fill = size if name in ("preloader", "uboot", "kernel") else size // 3
+        pwrite(flash, start, pseudo_random(f"nor/{name}", fill))
+    (folder / "mtdparts.txt").write_text(NOR_MTDPARTS + "\n")
+    return Layout(
+        folder=folder,
+        regions={"flash": flash},
+        partitions=tuple(ExpectedPartition(n, "flash", s, z, None) for n, s, z in NOR_PARTS),
+    )
+
+
+# --------------------------------------------------------------------------------------------
 # Lenovo S650 (MT6582): MTK MBR + EBR chain, dd readback (mmcblk0*.img)
 
 #: ``/proc/partitions``: mmcblk0 7597184 KiB.
@@ -561,11 +597,12 @@ _BUILDERS: dict[str, Callable[[Path], Layout]] = {
     "p70a": build_p70a,
     "s650": build_s650,
     "ufs": build_ufs,
+    "nor": build_nor,
 }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m mtkfs.testing.disk p70a|s650|ufs FOLDER``: build one readback folder."""
+    """``python -m mtkfs.testing.disk p70a|s650|ufs|nor FOLDER``: build one readback folder."""
     parser = argparse.ArgumentParser(
         prog="python -m mtkfs.testing.disk",
         description="Build a sparse, deterministic MTK readback folder for tests and the demo.",
