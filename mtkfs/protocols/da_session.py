@@ -58,6 +58,12 @@ class DaSession(abc.ABC):
         """Writes are whole multiples of this, aligned (the storage's block)."""
         return max(512, self.storage.block_size_bytes)
 
+    @property
+    def can_write(self) -> bool:
+        """Whether :meth:`write` works on this storage at all (checked before any byte is
+        sent, so a refusal never costs the session)."""
+        return True
+
     @abc.abstractmethod
     def read(self, region: str, offset_bytes: int, size_bytes: int) -> Op[bytes]:
         """Exactly ``size_bytes`` of ``region`` from ``offset_bytes`` (any alignment: the

@@ -39,7 +39,7 @@ from mtkfs.errors import (
     TransportError,
     UsageError,
 )
-from mtkfs.protocols.base import Op, Send, recv_exact
+from mtkfs.protocols.base import Op, Send, byte_sum16, recv_exact
 from mtkfs.protocols.brom import DeviceInfo
 from mtkfs.protocols.da_session import DaSession
 from mtkfs.protocols.dafile import DaEntry
@@ -650,6 +650,6 @@ def write_data(
     yield from send_param(what, address_param(storage_id, part_id, offset_bytes, len(payload)))
     for pos in range(0, len(payload), write_packet_bytes):
         chunk = payload[pos : pos + write_packet_bytes]
-        checksum = sum(chunk) & 0xFFFF
+        checksum = byte_sum16(chunk)
         yield from send_param(f"{what}, chunk at +0x{pos:X}", _u32(0), _u32(checksum), chunk)
     yield from expect_ok(what + " (final)")

@@ -18,6 +18,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from mtkfs.errors import MtkfsError, SourceError
 from mtkfs.protocols.base import Op
@@ -26,19 +27,23 @@ from mtkfs.protocols.dafile import DaFile, parse_da_file
 from mtkfs.testing.dafile_build import build_for_codes
 from mtkfs.testing.sim_brom import SimBrom
 from mtkfs.testing.sim_xflash import ImageFilesStore, SimFaults, XFlashSim, boot1_emi
-from mtkfs.testing.wirefaults import WireFaults, faulty_device, parse_wire_faults
+from mtkfs.testing.wirefaults import FlashFaults, WireFaults, faulty_device, parse_wire_faults
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Profile:
-    """A simulated phone: its chip, the mode it is plugged in, security bits."""
+    """A simulated phone: its chip, the mode it is plugged in, security bits, the DA protocol
+    it speaks and the storage it carries (a builder of :mod:`mtkfs.testing.disk`)."""
 
     name: str
     hw_code: int
     mode: str = "preloader"
     target_config: int = 0
+    protocol: str = "xflash"
+    layout: str = "p70a"
+    description: str = ""
 
     @property
     def chip(self) -> Chip:
@@ -46,11 +51,29 @@ class Profile:
 
 
 PROFILES = {
-    "mt6765": Profile("mt6765", 0x0766),
-    "mt6765-brom": Profile("mt6765-brom", 0x0766, mode="brom"),
-    "mt6768": Profile("mt6768", 0x0707),
-    "mt6765-sla": Profile("mt6765-sla", 0x0766, mode="brom", target_config=0x7),
-}
+    p.name: p
+    for p in (
+        Profile("mt6765", 0x0766, description="XFlash DA, P-70A eMMC (GPT)"),
+        Profile("mt6765-brom", 0x0766, mode="brom", description="the same in BROM mode"),
+        Profile("mt6768", 0x0707, description="XFlash DA, P-70A eMMC"),
+        Profile("mt6765-sla", 0x0766, mode="brom", target_config=0x7, description="secured"),
+        Profile(
+            "mt6582", 0x6582, protocol="legacy", layout="s650",
+            description="legacy DA, Lenovo S650 eMMC (MTK MBR + EBR)",
+        ),
+        Profile(
+            "mt6752", 0x6752, protocol="legacy", description="legacy DA, P-70A eMMC (GPT)"
+        ),
+        Profile(
+            "mt6582-nor", 0x6582, protocol="legacy", layout="nor",
+            description="legacy DA, 16 MiB NOR (mount with --map FOLDER/mtdparts.txt)",
+        ),
+        Profile(
+            "mt6833-ufs", 0x0989, protocol="xml", layout="ufs",
+            description="XML (V6) DA, UFS with three LUs of 4096-byte blocks",
+        ),
+    )
+}  # fmt: skip
 
 
 def _cache_root() -> Path:
@@ -75,37 +98,60 @@ def parse_sim_source(source: str) -> tuple[Profile, Path]:
     return profile, Path(folder) if folder else default_folder(name)
 
 
-#: Bumped when the simulated eMMC's content changes (2: the preloader carries EMI settings).
+#: Bumped when the simulated storage's content changes (2: the preloader carries EMI settings).
 SIM_FORMAT = 2
 _MARKER = ".mtkfs-sim-format"
+#: A file each layout's readback has, to tell a built folder from an empty one.
+_LAYOUT_FILES = {"p70a": "User", "s650": "mmcblk0.img", "ufs": "LU2", "nor": "flash.bin"}
 
 
-def ensure_storage(folder: Path) -> Path:
-    """Build the P-70A readback in ``folder`` unless one is there (about a second, sparse).
+def ensure_storage(folder: Path, layout: str = "p70a") -> Path:
+    """Build the ``layout`` readback in ``folder`` unless one is there (a second, sparse).
 
-    A folder this function built carries a format marker; one built by an older mtkfs is built
-    again. A folder with a readback and no marker is the user's: never touched.
+    A folder this function built carries a format marker; one built by an older mtkfs (or for
+    another layout) is built again. A folder with a readback and no marker is the user's:
+    never touched.
     """
     marker = folder / _MARKER
-    has_readback = any((folder / name).exists() for name in ("User", "user", "mmcblk0.img"))
-    outdated = marker.exists() and marker.read_text().strip() != str(SIM_FORMAT)
+    stamp = f"{SIM_FORMAT} {layout}"
+    has_readback = any(
+        (folder / name).exists() for name in ("User", "user", "mmcblk0.img", "LU2", "flash.bin")
+    )
+    outdated = marker.exists() and marker.read_text().strip() not in (stamp, str(SIM_FORMAT))
     if (
         not has_readback
         or outdated
         or (folder == _cache_root() / folder.name and not marker.exists())
     ):
-        from mtkfs.testing.disk import build_p70a  # heavy tools (sgdisk, mkfs); only when needed
+        from mtkfs.testing import disk  # heavy tools (sgdisk, mkfs); only when needed
 
         folder.mkdir(parents=True, exist_ok=True)
-        build_p70a(folder)
-        marker.write_text(f"{SIM_FORMAT}\n")
+        {"p70a": disk.build_p70a, "s650": disk.build_s650, "ufs": disk.build_ufs}.get(
+            layout, disk.build_nor
+        )(folder)
+        marker.write_text(stamp + "\n")
     return folder
+
+
+def open_store(folder: Path, layout: str, *, writable: bool) -> ImageFilesStore:
+    """The simulated flash of a built folder: eMMC and UFS from their readback files, NOR
+    from ``flash.bin``."""
+    if layout == "nor":
+        return ImageFilesStore({"flash": folder / "flash.bin"}, kind="nor", writable=writable)
+    return ImageFilesStore.from_folder(folder, writable=writable)
 
 
 def synthetic_da(profile: Profile) -> DaFile:
     """A DA file in the real container format with an agent for the profile's chip."""
     name = f"mtkfs-sim-{profile.chip.da_code:04x}-DA.bin"
-    return parse_da_file(build_for_codes([profile.chip.da_code]), name)
+    v6 = profile.protocol == "xml"
+    return parse_da_file(build_for_codes([profile.chip.da_code], v6=v6), name)
+
+
+class SimDa(Protocol):
+    """What a simulated DA offers the phone around it (XFlashSim, LegacySim, XmlSim)."""
+
+    def serve(self) -> Op[None]: ...
 
 
 @dataclass
@@ -115,7 +161,7 @@ class SimPhone:
     profile: Profile
     store: ImageFilesStore
     brom: SimBrom
-    da: XFlashSim
+    da: SimDa
 
     def device(self) -> Op[object]:
         return self.brom.run()
@@ -125,27 +171,54 @@ class SimPhone:
 
 
 def start_phone(
-    profile: Profile, folder: Path, *, writable: bool = False, faults: SimFaults | None = None
+    profile: Profile, folder: Path, *, writable: bool = False, faults: FlashFaults | None = None
 ) -> SimPhone:
     """Build (if need be) and power on the simulated phone of ``profile`` (misbehaving as
     ``faults`` say)."""
-    store = ImageFilesStore.from_folder(ensure_storage(folder), writable=writable)
-    # In BROM mode the simulated DA sets DRAM up only with this phone's own EMI settings.
-    xflash = XFlashSim(
-        store,
-        connection_agent="preloader" if profile.mode == "preloader" else "brom",
-        # A BROM enumerates at USB full speed; the DA switches to high speed (re-enumerating).
-        usb_speed="high-speed" if profile.mode == "preloader" else "full-speed",
-        expected_emi=boot1_emi(store),
-        faults=faults,
-    )
+    store = open_store(ensure_storage(folder, profile.layout), profile.layout, writable=writable)
+    da = _make_da(profile, store, faults or FlashFaults())
     brom = SimBrom(
         hw_code=profile.hw_code,
         mode=profile.mode,
         target_config=profile.target_config,
-        da_device=lambda da1: xflash.serve(),
+        da_device=lambda da1: da.serve(),
     )
-    return SimPhone(profile, store, brom, xflash)
+    return SimPhone(profile, store, brom, da)
+
+
+def _make_da(profile: Profile, store: ImageFilesStore, faults: FlashFaults) -> SimDa:
+    """The profile's DA simulator. In BROM mode each sets DRAM up only with this phone's own
+    EMI settings, and a BROM enumerates at USB full speed (the DA switches to high speed)."""
+    agent = "preloader" if profile.mode == "preloader" else "brom"
+    speed = "high-speed" if profile.mode == "preloader" else "full-speed"
+    if profile.protocol == "legacy":
+        from mtkfs.testing.sim_legacy import LegacyFaults, LegacySim, legacy_boot1_emi
+
+        return LegacySim(
+            store,
+            connection_agent=agent,
+            hw_code=profile.hw_code,
+            expected_emi=legacy_boot1_emi(store),
+            usb_speed=speed,
+            faults=LegacyFaults(
+                corrupt_read_packet=faults.corrupt_read,
+                corrupt_write_chunk=faults.corrupt_write,
+                drop_write_chunk=faults.drop_write,
+            ),
+        )
+    if profile.protocol == "xml":
+        raise SourceError(f"sim:{profile.name}: the XML DA simulator is not in this version")
+    return XFlashSim(
+        store,
+        connection_agent=agent,
+        usb_speed=speed,
+        expected_emi=boot1_emi(store),
+        faults=SimFaults(
+            corrupt_read_chunk=faults.corrupt_read,
+            corrupt_write_chunk=faults.corrupt_write,
+            drop_write_chunk=faults.drop_write,
+        ),
+    )
 
 
 async def serve_on_pty(
@@ -167,7 +240,7 @@ async def serve_on_pty(
         # After a DA session, a fault or an assert, the phone "reboots" into its BROM or
         # preloader again, like a real one: the host can always reconnect.
         while True:
-            phone = start_phone(profile, folder, writable=writable, faults=faults.device)
+            phone = start_phone(profile, folder, writable=writable, faults=faults.flash)
             try:
                 await run_device(faulty_device(phone.device(), faults), link)
             except MtkfsError as exc:

@@ -29,7 +29,7 @@ from pathlib import Path
 from types import TracebackType
 
 from mtkfs.errors import LocalProtocolError, SourceError
-from mtkfs.protocols.base import Op, Recv, Send, recv_exact
+from mtkfs.protocols.base import Op, Recv, Send, byte_sum16, recv_exact
 from mtkfs.protocols.da_xflash import (
     DT_PROTOCOL_FLOW,
     HEADER_BYTES,
@@ -641,7 +641,7 @@ class XFlashSim:
             self.data_frame_sizes.append(len(chunk))
             if not chunk:
                 raise LocalProtocolError("simulated DA: empty write chunk")
-            if self.verify_write_checksum and sum(chunk) & 0xFFFF != checksum:
+            if self.verify_write_checksum and byte_sum16(chunk) != checksum:
                 yield from _status(STATUS_CHECKSUM_ERROR)
                 return
             self._write_chunks += 1

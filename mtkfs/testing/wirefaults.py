@@ -19,13 +19,15 @@ simulators) and spoils one frame in every ``every`` the device sends, up to ``li
 The :class:`WireFaults` counters are shared by every phone plugged in during a mount (each
 reconnect powers a new simulated phone on), so ``limit`` bounds the faults of the whole run.
 
-The same SPEC also carries faults of the phone's flash (:class:`~mtkfs.testing.sim_xflash.
-SimFaults`, counted per power-on): ``corrupt-write=N`` stores the Nth written chunk with one bit
-flipped and reports success, ``drop-write=N`` reports success and stores nothing — writes that
-"succeed" but do not stick, which only verification can catch.
+The same SPEC also carries faults of the phone's DA and flash (:class:`FlashFaults`, counted per
+power-on; each protocol's simulator applies them): ``corrupt-write=N`` stores the Nth written
+chunk with one bit flipped and reports success, ``drop-write=N`` reports success and stores
+nothing — writes that "succeed" but do not stick, which only verification can catch;
+``corrupt-read=N`` sends the Nth read packet with a bit flipped (the legacy DA's packet checksum
+must catch it; XFlash reads carry none, so there it is not used).
 
 SPEC for ``--sim-faults`` (hidden; for tests) and ``sim_mtk --faults``:
-``every=N,limit=M,kinds=cut+garble,seed=S,corrupt-write=N,drop-write=N``.
+``every=N,limit=M,kinds=cut+garble,seed=S,corrupt-write=N,drop-write=N,corrupt-read=N``.
 """
 
 from __future__ import annotations
@@ -37,10 +39,18 @@ from dataclasses import dataclass, field
 from mtkfs.errors import UsageError
 from mtkfs.protocols.base import Op, Recv, Send
 from mtkfs.protocols.da_xflash import HEADER_BYTES, MAGIC
-from mtkfs.testing.sim_xflash import SimFaults
 
 KINDS = ("cut", "garble")
 _MAGIC_BYTES = MAGIC.to_bytes(4, "little")
+
+
+@dataclass(frozen=True)
+class FlashFaults:
+    """Which read packet / written chunk of each power-on misbehaves (0 = none)."""
+
+    corrupt_read: int = 0
+    corrupt_write: int = 0
+    drop_write: int = 0
 
 
 @dataclass
@@ -51,7 +61,7 @@ class WireFaults:
     limit: int = 0
     kinds: tuple[str, ...] = KINDS
     seed: int = 1
-    device: SimFaults = field(default_factory=SimFaults)
+    flash: FlashFaults = field(default_factory=FlashFaults)
     frames: int = 0
     injected: dict[str, int] = field(default_factory=dict)
     rng: random.Random = field(init=False, repr=False)
@@ -75,7 +85,9 @@ class WireFaults:
         return kind
 
 
-_ITEM = re.compile(r"^(every|limit|seed|corrupt-write|drop-write)=(\d+)$|^kinds=([a-z+]+)$")
+_ITEM = re.compile(
+    r"^(every|limit|seed|corrupt-write|drop-write|corrupt-read)=(\d+)$|^kinds=([a-z+]+)$"
+)
 
 
 def parse_wire_faults(text: str) -> WireFaults:
@@ -87,7 +99,7 @@ def parse_wire_faults(text: str) -> WireFaults:
         if match is None:
             raise UsageError(
                 f"--sim-faults: cannot read {item!r} (use every=N, limit=N, seed=N, "
-                f"kinds={'+'.join(KINDS)}, corrupt-write=N, drop-write=N)"
+                f"kinds={'+'.join(KINDS)}, corrupt-write=N, drop-write=N, corrupt-read=N)"
             )
         if match.group(3) is not None:
             kinds = tuple(match.group(3).split("+"))
@@ -102,9 +114,10 @@ def parse_wire_faults(text: str) -> WireFaults:
         limit=numbers.get("limit", 1 << 62 if every else 0),
         kinds=kinds,
         seed=numbers.get("seed", 1),
-        device=SimFaults(
-            corrupt_write_chunk=numbers.get("corrupt-write", 0),
-            drop_write_chunk=numbers.get("drop-write", 0),
+        flash=FlashFaults(
+            corrupt_read=numbers.get("corrupt-read", 0),
+            corrupt_write=numbers.get("corrupt-write", 0),
+            drop_write=numbers.get("drop-write", 0),
         ),
     )
 

@@ -82,7 +82,7 @@ async def _open_sim(source: str, *, writable: bool, options: SourceOptions) -> T
     faults = parse_wire_faults(options.sim_faults) if options.sim_faults else WireFaults()
 
     async def plug_in() -> Link:
-        phone = start_phone(profile, folder, writable=writable, faults=faults.device)
+        phone = start_phone(profile, folder, writable=writable, faults=faults.flash)
         return GeneratorLink(
             faulty_device(phone.device(), faults),
             f"a simulator backed by {folder}",

@@ -45,7 +45,7 @@ from mtkfs.errors import (
 )
 from mtkfs.links.base import Link, drive
 from mtkfs.maps.model import Region
-from mtkfs.protocols import brom, da_xflash
+from mtkfs.protocols import brom, da_legacy, da_xflash
 from mtkfs.protocols.base import Op
 from mtkfs.protocols.da_session import DaSession
 from mtkfs.protocols.dafile import MAX_DA_FILE_BYTES, DaEntry, DaFile, parse_da_file
@@ -274,6 +274,11 @@ class DaTransport(Transport):
     async def write(self, region: str, offset_bytes: int, data: bytes) -> None:
         if not self.writable:
             raise ReadOnlyError(f"{self.description} was opened read-only")
+        if not self.session.can_write:
+            raise ReadOnlyError(
+                f"the {self.session.protocol} DA cannot write {self.session.storage.kind} "
+                "storage here: mount read-only"
+            )
         if offset_bytes % self.write_unit_bytes or len(data) % self.write_unit_bytes:
             raise TransportError(
                 f"unaligned write {region}+{offset_bytes:#x} ({len(data)} bytes): the DA writes "
@@ -385,6 +390,7 @@ async def bring_up(
 #: Each DA protocol's way from DA1's first byte to a stage-2 session (da_session.py).
 CONNECTORS: dict[str, Callable[[DaEntry, brom.DeviceInfo, EmiSettings | None], Op[DaSession]]] = {
     "xflash": da_xflash.connect_entry,
+    "legacy": da_legacy.connect_entry,
 }
 
 #: How long a phone may take to leave the bus and come back at high speed.

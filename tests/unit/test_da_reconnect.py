@@ -155,8 +155,8 @@ async def test_many_wire_faults_never_give_wrong_bytes() -> None:
 def test_wire_fault_spec() -> None:
     faults = parse_wire_faults("every=40,limit=200,kinds=cut,seed=3")
     assert (faults.every, faults.limit, faults.kinds, faults.seed) == (40, 200, ("cut",), 3)
-    flash = parse_wire_faults("corrupt-write=2,drop-write=5").device
-    assert (flash.corrupt_write_chunk, flash.drop_write_chunk) == (2, 5)
+    flash = parse_wire_faults("corrupt-write=2,drop-write=5,corrupt-read=7").flash
+    assert (flash.corrupt_write, flash.drop_write, flash.corrupt_read) == (2, 5, 7)
     assert parse_wire_faults("corrupt-write=2").every == 0  # no wire faults then
     for bad in ("every=x", "kinds=melt", "often"):
         with pytest.raises(UsageError, match="--sim-faults"):

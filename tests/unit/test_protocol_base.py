@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from mtkfs.errors import LocalProtocolError, RemoteProtocolError
-from mtkfs.protocols.base import Op, Recv, Send, expect, recv_exact, run_pair
+from mtkfs.protocols.base import Op, Recv, Send, byte_sum16, expect, recv_exact, run_pair
 
 
 def echo_host(payload: bytes) -> Op[bytes]:
@@ -75,3 +77,13 @@ def test_recv_exact_refuses_a_driver_that_breaks_its_promise() -> None:
     next(short)
     with pytest.raises(LocalProtocolError, match=r"Recv\(4\)"):
         short.send(b"ab")
+
+
+@pytest.mark.parametrize("size", [0, 1, 255, 256, 257, 4096, 1 << 20])
+def test_byte_sum16_is_the_byte_sum_mod_65536(size: int) -> None:
+    for fill in (b"\xff", b"\x00"):
+        data = fill * size
+        assert byte_sum16(data) == sum(data) & 0xFFFF
+    data = random.Random(size).randbytes(size)
+    assert byte_sum16(data) == sum(data) & 0xFFFF
+    assert byte_sum16(memoryview(bytearray(data))) == sum(data) & 0xFFFF
