@@ -115,11 +115,11 @@ def test_unknown_sim_phone_is_a_clear_error(tmp_path: Path) -> None:
 
 
 @contextlib.contextmanager
-def phone_on_a_pty(folder: Path, *args: str) -> Iterator[str]:
-    """``python -m mtkfs.testing.sim_mtk ARGS mt6765:FOLDER``: a simulated phone behind a
+def phone_on_a_pty(folder: Path, *args: str, profile: str = "mt6765") -> Iterator[str]:
+    """``python -m mtkfs.testing.sim_mtk ARGS PROFILE:FOLDER``: a simulated phone behind a
     pseudo-terminal, as a phone's ttyACM looks; yields its /dev/pts path."""
     phone = subprocess.Popen(
-        [sys.executable, "-m", "mtkfs.testing.sim_mtk", *args, f"mt6765:{folder}"],
+        [sys.executable, "-m", "mtkfs.testing.sim_mtk", *args, f"{profile}:{folder}"],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -133,16 +133,21 @@ def phone_on_a_pty(folder: Path, *args: str) -> Iterator[str]:
         phone.wait(timeout=10)
 
 
-@pytest.fixture
-def da_file(tmp_path: Path) -> Path:
-    """A DA file in the real container format with an agent for the MT6765."""
-    path = tmp_path / "MTK_AllInOne_DA.bin"
+def make_da_file(path: Path, *codes: str, v6: bool = False) -> Path:
+    """A DA file in the real container format with agents for ``codes`` (``0x6765``…)."""
     subprocess.run(
-        [sys.executable, "-m", "mtkfs.testing.dafile_build", str(path), "0x6765"],
+        [sys.executable, "-m", "mtkfs.testing.dafile_build", str(path), *codes]
+        + (["--v6"] if v6 else []),
         check=True,
         capture_output=True,
     )
     return path
+
+
+@pytest.fixture
+def da_file(tmp_path: Path) -> Path:
+    """A DA file with an agent for the MT6765."""
+    return make_da_file(tmp_path / "MTK_AllInOne_DA.bin", "0x6765")
 
 
 def test_da_over_a_tty_link(p70a_rw: Layout, tmp_path: Path, da_file: Path) -> None:
