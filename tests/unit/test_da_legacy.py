@@ -28,6 +28,8 @@ from mtkfs.errors import (
 )
 from mtkfs.protocols import brom
 from mtkfs.protocols import da_legacy as L
+from mtkfs.protocols import legacy_bringup as LB
+from mtkfs.protocols import legacy_wire as LW
 from mtkfs.protocols.base import Op, Recv, Send, run_pair
 from mtkfs.protocols.chips import chip_for
 from mtkfs.protocols.dafile import DaFile, parse_da_file
@@ -164,13 +166,13 @@ def test_stage2_config_bytes_match_the_reference() -> None:
     [(0x6580, 24), (0x8163, 24), (0x8127, 28), (0x6592, 4), (0x6589, 4), (0x6572, 0)],
 )
 def test_stage2_chip_extras(hw_code: int, extra_bytes: int) -> None:
-    assert len(L.stage2_extra(hw_code)) == extra_bytes
+    assert len(LB.stage2_extra(hw_code)) == extra_bytes
 
 
 def test_bmt_settings() -> None:
-    assert L.bmt_settings(0x6582, "emmc") == (1, 0x1500000)
-    assert L.bmt_settings(0x6582, "nand") == (1, 0)
-    assert L.bmt_settings(0x6571, "nand") == (0, 0xE00000)
+    assert LB.bmt_settings(0x6582, "emmc") == (1, 0x1500000)
+    assert LB.bmt_settings(0x6582, "nand") == (1, 0)
+    assert LB.bmt_settings(0x6571, "nand") == (0, 0xE00000)
 
 
 @pytest.mark.parametrize(
@@ -675,7 +677,7 @@ def legacy_label() -> str:
     """A preloader label whose EMI version the legacy ENABLE_DRAM knows (v11, v16 or v21)."""
     for index in range(100):
         label = f"legacy{index}"
-        if int(preloader_emi(label)[18:20]) in L.EMI_VERSIONS:
+        if int(preloader_emi(label)[18:20]) in LW.EMI_VERSIONS:
             return label
     raise AssertionError("no label with a legacy EMI version")
 
