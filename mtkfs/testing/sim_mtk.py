@@ -207,7 +207,19 @@ def _make_da(profile: Profile, store: ImageFilesStore, faults: FlashFaults) -> S
             ),
         )
     if profile.protocol == "xml":
-        raise SourceError(f"sim:{profile.name}: the XML DA simulator is not in this version")
+        from mtkfs.testing.sim_xml import XmlFaults, XmlSim
+
+        # No EMI check and no speed switch: the XML DA1 sets DRAM up itself, and its USB
+        # speed command is not known (mtkfs/protocols/da_xml.py).
+        return XmlSim(
+            store,
+            connection_agent=agent,
+            faults=XmlFaults(
+                corrupt_read_packet=faults.corrupt_read,
+                corrupt_write_packet=faults.corrupt_write,
+                drop_write_packet=faults.drop_write,
+            ),
+        )
     return XFlashSim(
         store,
         connection_agent=agent,

@@ -45,7 +45,7 @@ from mtkfs.errors import (
 )
 from mtkfs.links.base import Link, drive
 from mtkfs.maps.model import Region
-from mtkfs.protocols import brom, da_legacy, da_xflash
+from mtkfs.protocols import brom, da_legacy, da_xflash, da_xml
 from mtkfs.protocols.base import Op
 from mtkfs.protocols.da_session import DaSession
 from mtkfs.protocols.dafile import MAX_DA_FILE_BYTES, DaEntry, DaFile, parse_da_file
@@ -391,6 +391,7 @@ async def bring_up(
 CONNECTORS: dict[str, Callable[[DaEntry, brom.DeviceInfo, EmiSettings | None], Op[DaSession]]] = {
     "xflash": da_xflash.connect_entry,
     "legacy": da_legacy.connect_entry,
+    "xml": da_xml.connect_entry,
 }
 
 #: How long a phone may take to leave the bus and come back at high speed.

@@ -1,7 +1,8 @@
 """Every generation of simulated phone through the real tty link (``da:/dev/pts/N``): the legacy
-DA on an MT6582 with the S650's MBR/EBR eMMC, on an MT6752 with the P-70A's GPT, on a NOR board
-— partition and region files byte-exact, ext4 loop-mounted, a write verified, and a read packet
-corrupted on the wire caught by its checksum and read again, never delivered."""
+DA on an MT6582 with the S650's MBR/EBR eMMC, on an MT6752 with the P-70A's GPT, on a NOR board,
+and the XML (V6) DA on a UFS phone — partition and region files byte-exact, ext4 loop-mounted, a
+write verified, and (legacy) a read packet corrupted on the wire caught by its checksum and read
+again, never delivered."""
 
 from __future__ import annotations
 
@@ -39,13 +40,21 @@ class Case:
     ext4_file: str
     writable: str  # a partition to write into
     mount_args: tuple[str, ...] = ()
+    protocol: str = "legacy"
+    #: A read packet corrupted on the wire: only the legacy DA's packets carry a checksum.
+    faults: str = "corrupt-read=5"
+    v6: bool = False
 
 
 CASES = [
     Case("mt6582", "0x6582", "s650_rw", "p5", "build.prop", "p3"),
     Case("mt6752", "0x6752", "p70a_rw", "system", "build.prop", "boot"),
     Case("mt6582-nor", "0x6582", "nor", None, "", "kernel", ("--map", "{folder}/mtdparts.txt")),
-]
+    Case(
+        "mt6833-ufs", "0x6833", "ufs_rw", "system_a", "build.prop", "boot_a",
+        protocol="xml", faults="", v6=True,
+    ),
+]  # fmt: skip
 
 
 @pytest.fixture
@@ -53,22 +62,32 @@ def nor(tmp_path: Path) -> Layout:
     return build_nor(tmp_path / "nor")
 
 
+@pytest.fixture
+def ufs_rw(ufs: Layout, tmp_path: Path) -> Layout:
+    return ufs.copy_to(tmp_path / "ufs")
+
+
 @pytest.mark.parametrize("case", CASES, ids=[c.profile for c in CASES])
 def test_profile_over_a_tty_link(
     case: Case, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
     layout: Layout = request.getfixturevalue(case.fixture)
-    da = make_da_file(tmp_path / "DA.bin", case.da_code)
+    da = make_da_file(tmp_path / "DA.bin", case.da_code, v6=case.v6)
     log = tmp_path / "mtkfs.log"
     extra = [a.format(folder=layout.folder) for a in case.mount_args]
     args = ("--da", str(da), "-o", "rw", "--journal-dir", str(tmp_path / "j"), "--log", str(log))
-    faults = ("--rw", "--faults", "corrupt-read=5")
+    faults = ("--rw", "--faults", case.faults) if case.faults else ("--rw",)
     with (
         phone_on_a_pty(layout.folder, *faults, profile=case.profile) as pts,
         mounted(f"da:{pts}", tmp_path / "mnt", *args, *extra) as mnt,
     ):
         status = json.loads((mnt / ".mtkfs" / "status.json").read_text())
-        assert status["device"]["protocol"] == "legacy"
+        assert status["device"]["protocol"] == case.protocol
+        if case.protocol == "xml":  # UFS: LUs of 4096-byte blocks, the GPT in 4096-byte LBAs
+            assert status["device"]["storage"]["block_size"] == 4096
+            assert set(status["device"]["storage"]["regions"]) == {"lu0", "lu1", "lu2"}
+            pmap = json.loads((mnt / ".mtkfs" / "map.json").read_text())
+            assert "4096-byte sectors" in pmap["map"]
         hashed = 0
         for part in layout.partitions:
             if part.size_bytes > _HASH_LIMIT_BYTES:
@@ -100,8 +119,8 @@ def test_profile_over_a_tty_link(
         status = json.loads((mnt / ".mtkfs" / "status.json").read_text())
         assert status["writes"]["failures"] == [] and status["writes"]["committed_chunks"] >= 1
     assert layout.read(case.writable, 0, len(data)) == data
-    # The 5th read packet of each power-on came with a flipped bit: caught and read again.
-    assert "checksum failure" in log.read_text()
+    if case.faults:  # the 5th read packet of each power-on had a flipped bit: read again
+        assert "checksum failure" in log.read_text()
 
 
 def test_every_partition_of_the_legacy_s650_through_the_in_memory_link(
