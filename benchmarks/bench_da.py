@@ -26,7 +26,7 @@ from pathlib import Path
 import trio
 from benchlib import MiB, Report, delta, mount_stats, mounted
 
-from mtkfs.testing.disk import build_p70a
+from mtkfs.testing.disk import build_p70a, build_ufs
 from mtkfs.transports import open_transport
 from mtkfs.transports.linkmodel import LinkModelTransport, LinkSpec, parse_link_spec
 
@@ -43,6 +43,8 @@ def run(report: Report, work: Path) -> None:
         _read_row(report, work, source, "cache.img", label, extra)
     # The other DA protocols, same link model: the legacy DA (per-packet checksums verified).
     _read_row(report, work, f"sim:mt6752:{layout.folder}", "cache.img", "legacy DA", [])
+    ufs = build_ufs(work / "ufs-da")
+    _read_row(report, work, f"sim:mt6833-ufs:{ufs.folder}", "system_a.img", "XML DA, UFS", [])
     payload = work / "payload-da.bin"
     payload.write_bytes(os.urandom(WRITE_BYTES))
     mnt = work / "mnt-da-rw"
