@@ -378,7 +378,11 @@ async def _ls_report(args: argparse.Namespace) -> dict[str, Any]:
     try:
         cache = ChunkCache(transport, chunk_bytes=1 << 16, max_bytes=16 << 20)
         pmap = await discover_map(
-            transport.regions, cache.read, map_files=args.map, no_map=args.no_map
+            transport.regions,
+            cache.read,
+            map_files=args.map,
+            no_map=args.no_map,
+            device_table=await transport.device_table(),
         )
         return map_report(transport.description, transport.regions.values(), pmap)
     finally:

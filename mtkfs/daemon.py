@@ -260,7 +260,11 @@ async def serve(config: MountConfig, on_ready: Callable[[], None]) -> None:
         journal = open_journal(transport, config, stack)
         cache = await open_cache(transport, config, stack)
         pmap = await discover_map(
-            transport.regions, cache.read, map_files=config.map_files, no_map=config.no_map
+            transport.regions,
+            cache.read,
+            map_files=config.map_files,
+            no_map=config.no_map,
+            device_table=await transport.device_table(),
         )
         check_unlocks(config, pmap)
         for warning in pmap.warnings:

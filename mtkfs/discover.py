@@ -95,13 +95,33 @@ async def discover_map(
     *,
     map_files: Sequence[Path] = (),
     no_map: bool = False,
+    device_table: PartitionMap | None = None,
 ) -> PartitionMap:
     """The partition map for a source; see the module docstring for the order.
 
     ``no_map`` (``--no-map``) skips every table: the mount then shows the whole regions only.
+    ``device_table``: what the device reports by a command of its own (a DA's partition
+    table): every disagreement with the map mtkfs uses becomes a warning, and it is the map
+    when nothing else is found.
     """
     if no_map:
         return PartitionMap((), "none (--no-map)")
+    if device_table is None or not device_table.partitions:
+        return await _discover(regions, read, map_files)
+    try:
+        pmap = await _discover(regions, read, map_files)
+    except NoMapError as exc:
+        note = f"no partition table on the flash ({exc}); using {device_table.origin}"
+        return replace(device_table, warnings=(*device_table.warnings, note))
+    if not pmap.partitions or pmap.origin.startswith("none"):
+        return pmap
+    warnings = cross_check(pmap, pmap.origin, device_table)
+    return replace(pmap, warnings=(*pmap.warnings, *warnings)) if warnings else pmap
+
+
+async def _discover(
+    regions: Mapping[str, Region], read: AsyncRead, map_files: Sequence[Path]
+) -> PartitionMap:
     region = table_region_of(regions)
     table: PartitionMap | None = None
     corrupt: CorruptMapError | None = None

@@ -79,6 +79,12 @@ class DaSession(abc.ABC):
     def shutdown(self) -> Op[None]:
         """Leave the phone sane on unmount (power off or reboot, USB released)."""
 
+    def device_table(self) -> Op[tuple[tuple[str, int, int], ...]] | None:
+        """The partition table the DA reports itself — ``(name, byte offset in the table
+        region, size)`` — for cross-checking the one mtkfs reads from the flash; None where the
+        protocol has no such command (device text: names are cleaned by the maps)."""
+        return None
+
     @property
     def can_switch_usb_speed(self) -> bool:
         """Whether :meth:`switch_usb_speed` exists in this protocol."""

@@ -695,6 +695,11 @@ class XmlPartition:
     size_bytes: int
 
 
+def _as_rows(op: Op[tuple[XmlPartition, ...]]) -> Op[tuple[tuple[str, int, int], ...]]:
+    entries = yield from op
+    return tuple((e.name, e.offset_bytes, e.size_bytes) for e in entries)
+
+
 def read_partition_table() -> Op[tuple[XmlPartition, ...]]:
     """READ-PARTITION-TABLE: a cross-check of the GPT mtkfs parses itself."""
     args = (("target_file", _MEM_FILE.format(MAX_TEXT_BYTES)),)
@@ -744,6 +749,9 @@ class XmlSession(DaSession):
 
     def read_partition_table(self) -> Op[tuple[XmlPartition, ...]]:
         return read_partition_table()
+
+    def device_table(self) -> Op[tuple[tuple[str, int, int], ...]]:
+        return _as_rows(read_partition_table())
 
 
 def read_region(storage: StorageInfo, region: str, offset_bytes: int, size_bytes: int) -> Op[bytes]:

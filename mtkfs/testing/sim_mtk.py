@@ -214,6 +214,7 @@ def _make_da(profile: Profile, store: ImageFilesStore, faults: FlashFaults) -> S
         return XmlSim(
             store,
             connection_agent=agent,
+            partition_table=_gpt_rows(store),
             faults=XmlFaults(
                 corrupt_read_packet=faults.corrupt_read,
                 corrupt_write_packet=faults.corrupt_write,
@@ -231,6 +232,29 @@ def _make_da(profile: Profile, store: ImageFilesStore, faults: FlashFaults) -> S
             drop_write_chunk=faults.drop_write,
         ),
     )
+
+
+def _gpt_rows(store: ImageFilesStore) -> tuple[tuple[str, int, int], ...]:
+    """What the DA would report for READ-PARTITION-TABLE: the GPT on the store's table region
+    (read with mtkfs's own parser: the DA parses the same bytes), or nothing."""
+    from mtkfs.errors import MapError
+    from mtkfs.maps.detect import table_region_of
+    from mtkfs.maps.gpt import read_gpt
+    from mtkfs.maps.model import Need, Region, run_reader
+
+    regions = {name: Region(name, size) for name, size in store.region_sizes().items()}
+    region = table_region_of(regions)
+    if region is None:
+        return ()
+
+    def read(need: Need) -> bytes:
+        return store.read(need.region, need.offset_bytes, need.size_bytes)
+
+    try:
+        pmap = run_reader(read_gpt(region), read)
+    except MapError:
+        return ()
+    return tuple((p.name, p.offset_bytes, p.size_bytes) for p in pmap.partitions)
 
 
 async def serve_on_pty(

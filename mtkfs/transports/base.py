@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from mtkfs.errors import ReadOnlyError
-from mtkfs.maps.model import Region
+from mtkfs.maps.model import PartitionMap, Region
 
 
 class Transport(abc.ABC):
@@ -87,6 +87,12 @@ class Transport(abc.ABC):
         (chip, mode, security, protocol…); empty for sources that are just files."""
         return {}
 
+    async def device_table(self) -> PartitionMap | None:
+        """The partition table the device reports by a command of its own (a DA's
+        READ-PARTITION-TABLE), to cross-check the one read from the flash; None if it has none.
+        """
+        return None
+
     @abc.abstractmethod
     async def aclose(self) -> None:
         """Release the device; idempotent."""
@@ -130,6 +136,9 @@ class WrappingTransport(Transport):
 
     def device_report(self) -> dict[str, Any]:
         return self.inner.device_report()
+
+    async def device_table(self) -> PartitionMap | None:
+        return await self.inner.device_table()
 
     async def aclose(self) -> None:
         await self.inner.aclose()

@@ -44,7 +44,9 @@ from mtkfs.errors import (
     UsageError,
 )
 from mtkfs.links.base import Link, drive
-from mtkfs.maps.model import Region
+from mtkfs.maps.detect import table_region_of
+from mtkfs.maps.model import Partition, PartitionMap, Region
+from mtkfs.maps.names import clean_name, unique_names
 from mtkfs.protocols import brom, da_legacy, da_xflash, da_xml
 from mtkfs.protocols.base import Op
 from mtkfs.protocols.da_session import DaSession
@@ -319,6 +321,33 @@ class DaTransport(Transport):
             "link": self.link.description,
         }
 
+    async def device_table(self) -> PartitionMap | None:
+        """The DA's own partition table, placed in the region that holds the flash's table.
+        Best effort: a DA that fails the command costs a warning, not the mount."""
+        if self.session.device_table() is None:
+            return None
+        region = table_region_of(self.regions)
+        if region is None:
+            return None
+        try:
+            rows = await self._command(lambda: self.session.device_table() or _no_rows())
+        except (MtkfsError, OSError) as exc:
+            log.warning("the DA's partition table could not be read: %s", exc)
+            return None
+        kept = [
+            (clean_name(n, f"p{i}"), o, z)
+            for i, (n, o, z) in enumerate(rows, start=1)
+            if z > 0 and o >= 0
+        ]
+        names = unique_names(name for name, _, _ in kept)
+        partitions = tuple(
+            Partition(name, region.name, offset, size, origin="da")
+            for name, (_, offset, size) in zip(names, kept, strict=True)
+        )
+        return PartitionMap(
+            partitions, f"READ-PARTITION-TABLE (the {self.session.protocol} DA's own view)"
+        )
+
     def stats(self) -> dict[str, int | float]:
         return {
             "da_commands": self.commands,
@@ -426,6 +455,11 @@ async def _to_high_speed(
             "plug it straight into a USB 2.0/3.x port of the computer for ~40x the speed"
         )
     return new_link, replace(session, usb_speed=speed)
+
+
+def _no_rows() -> Op[tuple[tuple[str, int, int], ...]]:
+    return ()
+    yield  # a generator that exchanges nothing
 
 
 async def _close_quietly(link: Link | None) -> None:

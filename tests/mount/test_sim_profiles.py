@@ -88,6 +88,7 @@ def test_profile_over_a_tty_link(
             assert set(status["device"]["storage"]["regions"]) == {"lu0", "lu1", "lu2"}
             pmap = json.loads((mnt / ".mtkfs" / "map.json").read_text())
             assert "4096-byte sectors" in pmap["map"]
+            assert pmap["warnings"] == []  # the DA's READ-PARTITION-TABLE agrees with the GPT
         hashed = 0
         for part in layout.partitions:
             if part.size_bytes > _HASH_LIMIT_BYTES:
