@@ -21,13 +21,13 @@ Choices that follow from them:
   command loop after any failed command (result ``ERR``): no CMD:START follows. Waiting for it
   at the end would hang on every error; taking it first (as penumbra does) ends a failed
   command at its CMD:END, with the DA's own message. ``ERR!UNSUPPORTED`` keeps the loop going.
-* **Checksum level USB.** The DA then checks each WRITE-FLASH packet against the checksum
-  in the host's ``OK@0x<sum>`` before it, and says so with ``<checksum>CHK_ADD</checksum>`` in
-  its DOWNLOAD-FILE (mtkfs sends the sum whenever it is asked for; DA1 ignores it for DA2); a
-  garbled packet fails the write (a temporary error) before it reaches the flash. The sum is
-  MediaTek's ``checksum_plain`` (little-endian u32 words, then the tail bytes), compared in 16
-  bits. Reads carry no checksum at any level (UPLOAD-FILE is always CHK_NO): the transport
-  verifies by reading back. (Both public clients send NONE; ``connect(checksum_level=…)`` can.)
+* **Checksum level NONE** (what both public clients send), though the protocol has a USB
+  level: with it the DA checks each WRITE-FLASH packet against the sum in the host's
+  ``OK@0x<sum>``, but that sum is inferred (MediaTek's ``checksum_plain``: little-endian u32
+  words, then the tail bytes, compared in 16 bits), not documented — a DA computing it otherwise
+  would refuse every write. ``connect(checksum_level="USB")`` sends it (the simulator checks it).
+  Reads carry no checksum at any level (UPLOAD-FILE is always CHK_NO): the transport verifies
+  writes by reading back.
 * **No EMI upload.** The XML DA1 sets DRAM up itself during NOTIFY-INIT-HW when the preloader
   has not (``initialize_dram YES``); there is no command that takes EMI settings, so
   ``--preloader`` is not needed and a DRAM failure says "use preloader mode".
