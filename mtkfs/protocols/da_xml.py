@@ -39,8 +39,6 @@ Choices that follow from them:
 from __future__ import annotations
 
 import logging
-import xml.etree.ElementTree as ET
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -52,217 +50,48 @@ from mtkfs.errors import (
     RemoteProtocolError,
     TransportError,
 )
-from mtkfs.protocols.base import Op, byte_sum16
+from mtkfs.protocols.base import Op
 from mtkfs.protocols.brom import DeviceInfo
 from mtkfs.protocols.da_session import DaSession
 from mtkfs.protocols.da_xflash import recv_frame, send_frame
 from mtkfs.protocols.dafile import DaEntry
 from mtkfs.protocols.preloader_emi import EmiSettings
 from mtkfs.protocols.xflash_storage import STORAGE_IDS, StorageInfo, StorageRegion, region_address
+from mtkfs.protocols.xml_wire import (
+    CMD_END,
+    CMD_START,
+    DEFAULT_BLOCK_BYTES,
+    HOST_CAPABILITY,
+    MAX_ACK_BYTES,
+    MAX_INFO_BYTES,
+    MAX_NAME_CHARS,
+    MAX_PACKET_BYTES,
+    MAX_PARTITIONS,
+    MAX_PROGRESS_LINES,
+    MAX_REQUESTS,
+    MAX_TEXT_BYTES,
+    MEM_FILE,
+    MIN_PACKET_BYTES,
+    REGIONS,
+    RESULT_UNSUPPORTED,
+    SECTIONS,
+    Request,
+    build_command,
+    checksum_plain16,
+    field,
+    format_number,
+    parse_ack,
+    parse_document,
+    parse_number,
+    printable,
+    recv_request,
+    recv_text,
+    required,
+    send_ack,
+    send_text,
+)
 
 log = logging.getLogger(__name__)
-
-XML_DECLARATION = '<?xml version="1.0" encoding="utf-8"?>'
-CMD_START = "CMD:START"
-CMD_END = "CMD:END"
-#: What the host can serve when the DA asks (mtkclient's and penumbra's string).
-HOST_CAPABILITY = (
-    "CMD:DOWNLOAD-FILE^1@CMD:FILE-SYS-OPERATION^1@CMD:PROGRESS-REPORT^1@CMD:UPLOAD-FILE^1@"
-)
-RESULT_UNSUPPORTED = "ERR!UNSUPPORTED"
-#: A stand-in host file name: the DA only echoes it back in its data-phase documents.
-_MEM_FILE = "MEM://0x0:0x{:x}"
-
-#: DA1 reads a command into a 2 KiB buffer (XML_CMD_BUFF_LEN); DA2's is larger.
-MAX_COMMAND_BYTES = 2048
-#: The DA reads the host's answers into 64 bytes (CMD_RESULT_BUFF_LEN).
-MAX_ACK_BYTES = 64
-#: DA → host text (documents, answers). The DA builds its documents in ≤ 2 KiB buffers.
-MAX_TEXT_BYTES = 64 * 1024
-#: Uploaded documents (hardware info, system properties ≤ 512 KiB, partition table ≤ 16 KiB).
-MAX_INFO_BYTES = 1024 * 1024
-#: Packet lengths outside this are not plausible for a DA buffer.
-MIN_PACKET_BYTES, MAX_PACKET_BYTES = 64, 64 * 1024 * 1024
-#: DA requests within one command (WRITE-FLASH makes three), progress lines within one report.
-MAX_REQUESTS = 64
-MAX_PROGRESS_LINES = 1_000_000
-#: Partition-table entries and name length accepted from READ-PARTITION-TABLE.
-MAX_PARTITIONS, MAX_NAME_CHARS = 1024, 64
-_MAX_NUMBER_CHARS = 24
-
-#: mtkfs regions in the order they are listed, and the DA's section for each (its
-#: ``get_map_section_fields``). RPMB is left out: the DA has no section for it.
-_REGIONS = {
-    "emmc": ("boot1", "boot2", "gp1", "gp2", "gp3", "gp4", "user"),
-    "ufs": ("lu0", "lu1", "lu2"),
-}
-_SECTIONS = {
-    "emmc": {name: "EMMC-" + name.upper() for name in _REGIONS["emmc"]},
-    "ufs": {name: "UFS-LUA" + name[2:] for name in _REGIONS["ufs"]},
-}
-_DEFAULT_BLOCK_BYTES = {"emmc": 512, "ufs": 4096}
-
-
-# ---------------------------------------------------------------------------------------------
-# Text frames, answers, numbers
-# ---------------------------------------------------------------------------------------------
-
-
-def send_text(text: str, *, max_bytes: int = MAX_COMMAND_BYTES) -> Op[None]:
-    """One frame holding ``text`` NUL-terminated (the length counts the NUL), as the DA reads
-    every string: a buffer it can overflow, so the size is checked here."""
-    data = text.encode("utf-8") + b"\0"
-    if len(data) > max_bytes:
-        raise LocalProtocolError(
-            f"{len(data)}-byte message {text[:40]!r}: the DA takes {max_bytes}"
-        )
-    yield from send_frame(data)
-
-
-def recv_text(what: str, *, max_bytes: int = MAX_TEXT_BYTES) -> Op[str]:
-    """The next protocol frame as text (log frames skipped, trailing NULs dropped)."""
-    payload = yield from recv_frame(max_bytes, what)
-    body = payload.rstrip(b"\0")
-    if b"\0" in body:
-        raise RemoteProtocolError(f"{what}: a NUL inside the DA's text {body[:60]!r}")
-    try:
-        return body.decode("utf-8")
-    except UnicodeDecodeError:
-        raise RemoteProtocolError(f"{what}: the DA's text is not UTF-8: {body[:60]!r}") from None
-
-
-def format_number(value: int) -> str:
-    """``0x1f000``: how numbers go to the DA (mtkclient's ``hex()``; the DA's ``atoll``
-    takes hex, as BOOT-TO's addresses prove)."""
-    return f"0x{value:x}"
-
-
-def parse_number(text: str, what: str) -> int:
-    """A non-negative number from the DA: ``0x…`` hex or decimal, bounded in length."""
-    text = text.strip()
-    digits, base = (text[2:], 16) if text[:2].lower() == "0x" else (text, 10)
-    if not digits or len(text) > _MAX_NUMBER_CHARS or not digits.isascii() or not digits.isalnum():
-        raise RemoteProtocolError(f"{what}: {text[:40]!r} is not a number")
-    try:
-        return int(digits, base)
-    except ValueError:
-        raise RemoteProtocolError(f"{what}: {text[:40]!r} is not a number") from None
-
-
-@dataclass(frozen=True)
-class Ack:
-    """A short answer: ``OK`` / ``OK@<value>`` (ok, value) or ``ERR…`` (not ok, the text)."""
-
-    ok: bool
-    value: str = ""
-
-
-def parse_ack(text: str, what: str) -> Ack:
-    """``OK``, ``OK@value``, ``ERR``, ``ERR!…``; anything else means the two sides are out of
-    step (a document where an answer belongs, or garbage)."""
-    if text == "OK":
-        return Ack(True)
-    if text.startswith("OK@"):
-        return Ack(True, text[3:])
-    if text.startswith("ERR"):
-        return Ack(False, text)
-    raise RemoteProtocolError(f"{what}: expected OK or ERR from the DA, got {_printable(text)!r}")
-
-
-def send_ack(value: int | None = None) -> Op[None]:
-    """``OK`` or ``OK@0x<value>`` (sizes, checksums, the answer to a file-size question)."""
-    text = "OK" if value is None else "OK@" + format_number(value)
-    yield from send_text(text, max_bytes=MAX_ACK_BYTES)
-
-
-def _printable(text: str, limit: int = 200) -> str:
-    """The DA's words, safe for a message: control characters replaced, length bounded."""
-    clean = "".join(c if c.isprintable() else " " for c in text).strip()
-    return clean if len(clean) <= limit else clean[: limit - 1] + "…"
-
-
-def checksum_plain16(data: bytes) -> int:
-    """The low 16 bits of MediaTek's ``checksum_plain`` (what the DA compares): the sum of the
-    little-endian u32 words, then the ``len % 4`` tail bytes one by one.
-
-    Modulo 65536 a word contributes only its two low bytes, ``b0 + 256 * b1``, so the sum is
-    two strided byte sums — computed in C by :func:`byte_sum16` (a 1 MiB packet costs ~0.5 ms).
-    """
-    aligned = len(data) - len(data) % 4
-    low = byte_sum16(data[0:aligned:4])
-    high = byte_sum16(data[1:aligned:4])
-    return (low + (high << 8) + sum(data[aligned:])) & 0xFFFF
-
-
-# ---------------------------------------------------------------------------------------------
-# Documents
-# ---------------------------------------------------------------------------------------------
-
-
-def build_command(
-    name: str,
-    args: Sequence[tuple[str, str]] = (),
-    *,
-    version: str = "1.0",
-    adv: Sequence[tuple[str, str]] = (),
-) -> str:
-    """``<?xml …?><da><version>1.0</version><command>CMD:NAME</command><arg>…</arg></da>``
-    (mtkclient's shape: one line, ``<arg>`` only when there are arguments; values escaped)."""
-    root = ET.Element("da")
-    ET.SubElement(root, "version").text = version
-    ET.SubElement(root, "command").text = f"CMD:{name}"
-    for section, items in (("arg", args), ("adv", adv)):
-        if items:
-            parent = ET.SubElement(root, section)
-            for key, value in items:
-                ET.SubElement(parent, key).text = value
-    return XML_DECLARATION + ET.tostring(root, encoding="unicode")
-
-
-def parse_document(text: str, what: str) -> ET.Element:
-    """A document from the DA, parsed with the standard library after refusing DTDs (no entity
-    can be declared, so none can expand); sizes are bounded by the frame that carried it."""
-    lowered = text.lower()
-    if "<!doctype" in lowered or "<!entity" in lowered:
-        raise RemoteProtocolError(f"{what}: the DA sent XML with a DTD or entity declaration")
-    try:
-        return ET.fromstring(text)
-    except ET.ParseError as exc:
-        raise RemoteProtocolError(
-            f"{what}: malformed XML from the DA ({exc}): {_printable(text, 80)!r}"
-        ) from None
-
-
-def _field(root: ET.Element, path: str) -> str | None:
-    node = root.find(path)
-    return None if node is None else (node.text or "").strip()
-
-
-def _required(root: ET.Element, path: str, what: str) -> str:
-    value = _field(root, path)
-    if value is None:
-        raise RemoteProtocolError(f"{what}: the DA's document has no <{path}>")
-    return value
-
-
-@dataclass(frozen=True)
-class _Request:
-    """A document the DA sends within a command (CMD:END, CMD:UPLOAD-FILE …)."""
-
-    command: str
-    root: ET.Element
-
-    def arg(self, name: str) -> str | None:
-        return _field(self.root, f"arg/{name}")
-
-
-def _recv_request(what: str) -> Op[_Request]:
-    root = parse_document((yield from recv_text(what)), what)
-    command = _field(root, "command") or ""
-    if not command.startswith("CMD:"):
-        raise RemoteProtocolError(f"{what}: a DA document without a command ({root.tag})")
-    return _Request(command, root)
-
 
 # ---------------------------------------------------------------------------------------------
 # One command, with the data phases the DA asks for
@@ -296,7 +125,7 @@ class Command:
 
 
 def _await_start(what: str) -> Op[None]:
-    request = yield from _recv_request(what + " (waiting for CMD:START)")
+    request = yield from recv_request(what + " (waiting for CMD:START)")
     if request.command != CMD_START:
         raise RemoteProtocolError(
             f"{what}: the DA sent {request.command} where CMD:START was due: the two sides are "
@@ -319,12 +148,12 @@ def run_command(command: Command, *, optional: bool = False) -> Op[bytes | None]
     supported = ack.ok
     if not ack.ok and ack.value != RESULT_UNSUPPORTED:
         raise RemoteProtocolError(
-            f"{what}: the DA could not take the command ({_printable(ack.value)}); replug the phone"
+            f"{what}: the DA could not take the command ({printable(ack.value)}); replug the phone"
         )
     uploaded = bytearray()
     completed = True
     for _ in range(MAX_REQUESTS):
-        request = yield from _recv_request(what)
+        request = yield from recv_request(what)
         if request.command == CMD_END:
             yield from send_ack()
             return _finish(what, request, supported, completed, optional, bytes(uploaded))
@@ -338,7 +167,7 @@ def run_command(command: Command, *, optional: bool = False) -> Op[bytes | None]
 
 
 def _finish(
-    what: str, end: _Request, supported: bool, completed: bool, optional: bool, uploaded: bytes
+    what: str, end: Request, supported: bool, completed: bool, optional: bool, uploaded: bytes
 ) -> bytes | None:
     """The outcome of a command from its CMD:END (already acknowledged)."""
     result = end.arg("result") or ""
@@ -358,7 +187,7 @@ def _finish(
     return uploaded
 
 
-def _serve(command: Command, request: _Request, uploaded: bytearray, what: str) -> Op[bool]:
+def _serve(command: Command, request: Request, uploaded: bytearray, what: str) -> Op[bool]:
     """Serve one DA request; False when the DA broke the data phase off (its CMD:END says why)."""
     where = f"{what}, {request.command}"
     if request.command == "CMD:PROGRESS-REPORT":
@@ -379,7 +208,7 @@ def _serve(command: Command, request: _Request, uploaded: bytearray, what: str) 
     raise RemoteProtocolError(f"{what}: unexpected DA request {request.command}")
 
 
-def _packet_bytes(request: _Request, what: str, *, required: bool) -> int | None:
+def _packet_bytes(request: Request, what: str, *, required: bool) -> int | None:
     text = request.arg("packet_length")
     if text is None:
         if required:
@@ -391,9 +220,9 @@ def _packet_bytes(request: _Request, what: str, *, required: bool) -> int | None
     return value
 
 
-def _progress(request: _Request, what: str) -> Op[None]:
+def _progress(request: Request, what: str) -> Op[None]:
     """OK, then ``OK!PROGRESS@<percent>@<text>`` lines, each acknowledged, until ``OK!EOT``."""
-    log.debug("%s: %s", what, _printable(request.arg("message") or ""))
+    log.debug("%s: %s", what, printable(request.arg("message") or ""))
     yield from send_ack()
     for _ in range(MAX_PROGRESS_LINES):
         line = yield from recv_text(what)
@@ -402,12 +231,12 @@ def _progress(request: _Request, what: str) -> Op[None]:
             return
         if not line.startswith("OK!PROGRESS"):
             raise RemoteProtocolError(
-                f"{what}: expected progress or OK!EOT, got {_printable(line)!r}"
+                f"{what}: expected progress or OK!EOT, got {printable(line)!r}"
             )
     raise RemoteProtocolError(f"{what}: a progress report that never ends")
 
 
-def _file_sys_operation(request: _Request, file_size_bytes: int | None, what: str) -> Op[None]:
+def _file_sys_operation(request: Request, file_size_bytes: int | None, what: str) -> Op[None]:
     """OK, then the answer as ``OK@…``: the "file" size, or that no such file exists."""
     key = request.arg("key") or ""
     if key == "FILE-SIZE" and file_size_bytes is not None:
@@ -420,7 +249,7 @@ def _file_sys_operation(request: _Request, file_size_bytes: int | None, what: st
     yield from send_text("OK@" + answer, max_bytes=MAX_ACK_BYTES)
 
 
-def _download(request: _Request, data: bytes, what: str) -> Op[bool]:
+def _download(request: Request, data: bytes, what: str) -> Op[bool]:
     """Host → DA: OK, OK@<total>; DA: OK; per packet H: OK@<checksum>, D: OK, H: data, D: OK."""
     packet = _packet_bytes(request, what, required=True)
     assert packet is not None
@@ -442,7 +271,7 @@ def _download(request: _Request, data: bytes, what: str) -> Op[bool]:
     return True
 
 
-def _upload(request: _Request, limit_bytes: int, what: str) -> Op[bytes | None]:
+def _upload(request: Request, limit_bytes: int, what: str) -> Op[bytes | None]:
     """DA → host: OK; D: OK@<total>, H: OK; per packet D: OK…, H: OK, D: data, H: OK.
 
     The total is checked against ``limit_bytes`` and every packet against what is left before
@@ -476,7 +305,7 @@ def _upload(request: _Request, limit_bytes: int, what: str) -> Op[bytes | None]:
 
 def end_error(what: str, message: str) -> MtkfsError:
     """The exception for a CMD:END with ``ERR``, from the DA's message (it carries no code)."""
-    text = _printable(message) or "no reason given"
+    text = printable(message) or "no reason given"
     lower = text.lower()
     head = f"{what}: the Download Agent failed: {text!r}"
     exc: MtkfsError
@@ -545,7 +374,7 @@ def boot_to(addr: int, da2: bytes) -> Op[None]:
     args = (
         ("at_address", format_number(addr)),
         ("jmp_address", format_number(addr)),
-        ("source_file", _MEM_FILE.format(len(da2))),
+        ("source_file", MEM_FILE.format(len(da2))),
     )
     yield from run_command(Command("BOOT-TO", args, download=da2))
 
@@ -553,7 +382,7 @@ def boot_to(addr: int, da2: bytes) -> Op[None]:
 def get_sys_property(key: str) -> Op[str | None]:
     """GET-SYS-PROPERTY: the value of ``key`` (``<sys_prop><item key=…>value</item>``); None
     when the DA lacks the command or the property."""
-    args = (("key", key), ("target_file", _MEM_FILE.format(MAX_INFO_BYTES)))
+    args = (("key", key), ("target_file", MEM_FILE.format(MAX_INFO_BYTES)))
     data = yield from run_command(
         Command("GET-SYS-PROPERTY", args, upload_limit_bytes=MAX_INFO_BYTES), optional=True
     )
@@ -578,12 +407,12 @@ def check_sla() -> Op[None]:
             "vendor-signed challenge mtkfs does not forge. Use the phone maker's own DA/flash "
             "tool with its authorisation, or a DA without SLA for this phone"
         )
-    raise RemoteProtocolError(f"GET-SYS-PROPERTY: DA.SLA is {_printable(value, 40)!r}")
+    raise RemoteProtocolError(f"GET-SYS-PROPERTY: DA.SLA is {printable(value, 40)!r}")
 
 
 def get_hw_info() -> Op[StorageInfo]:
     """GET-HW-INFO: the storage, its block size and region sizes."""
-    args = (("target_file", _MEM_FILE.format(MAX_TEXT_BYTES)),)
+    args = (("target_file", MEM_FILE.format(MAX_TEXT_BYTES)),)
     data = yield from run_command(Command("GET-HW-INFO", args, upload_limit_bytes=MAX_TEXT_BYTES))
     return parse_hw_info(data or b"")
 
@@ -600,34 +429,34 @@ def parse_hw_info(data: bytes) -> StorageInfo:
     LUA3 is RPMB), nonzero sizes only. NAND, NOR and no storage are refused with a message."""
     what = "GET-HW-INFO"
     root = parse_document(_decode_upload(data, what), what)
-    storage = _required(root, "storage", what).upper()
+    storage = required(root, "storage", what).upper()
     kind = storage.lower()
-    if kind not in _REGIONS:
+    if kind not in REGIONS:
         if storage == "NONE":
             raise TransportError(
                 "the Download Agent reports no storage: it could not initialise the flash"
             )
         raise TransportError(
-            f"the phone's storage is {_printable(storage, 20)}: mtkfs reads eMMC and UFS "
+            f"the phone's storage is {printable(storage, 20)}: mtkfs reads eMMC and UFS "
             "through an XML DA"
         )
     section = root.find(kind)
     if section is None:
         raise RemoteProtocolError(f"{what}: storage {storage} without its <{kind}> section")
-    block = parse_number(_field(section, "block_size") or "0", what) or _DEFAULT_BLOCK_BYTES[kind]
+    block = parse_number(field(section, "block_size") or "0", what) or DEFAULT_BLOCK_BYTES[kind]
     if block & (block - 1) or not 512 <= block <= 65536:
         raise RemoteProtocolError(f"{what}: implausible block size {block}")
     regions = []
-    for name in _REGIONS[kind]:
+    for name in REGIONS[kind]:
         tag = f"{name}_size" if kind == "emmc" else f"lua{name[2:]}_size"  # lu0 → lua0_size
-        size = parse_number(_field(section, tag) or "0", f"{what} {tag}")
+        size = parse_number(field(section, tag) or "0", f"{what} {tag}")
         if size >= 1 << 50:
             raise RemoteProtocolError(f"{what}: implausible {tag} {size}")
         if size:
             regions.append(StorageRegion(name, region_address(kind, name)[1], size))
     if not regions:
         raise TransportError(f"the Download Agent reports {storage} storage without any area")
-    ident = _field(section, "id") or _field(section, "ufs_cid") or ""
+    ident = field(section, "id") or field(section, "ufs_cid") or ""
     return StorageInfo(kind, STORAGE_IDS[kind], block, tuple(regions), _cid(ident))
 
 
@@ -642,9 +471,9 @@ def _cid(text: str) -> bytes:
 def xml_partition(kind: str, region: str) -> str:
     """The DA's section name for an mtkfs region (``user`` on eMMC → ``EMMC-USER``)."""
     try:
-        return _SECTIONS[kind][region]
+        return SECTIONS[kind][region]
     except KeyError:
-        known = ", ".join(_SECTIONS.get(kind, {})) or "none"
+        known = ", ".join(SECTIONS.get(kind, {})) or "none"
         raise LocalProtocolError(
             f"no XML DA section for region {region!r} on {kind!r} storage (known: {known})"
         ) from None
@@ -674,7 +503,7 @@ def write_flash(partition: str, offset_bytes: int, data: bytes) -> Op[None]:
     args = (
         ("partition", partition),
         ("offset", format_number(offset_bytes)),
-        ("source_file", _MEM_FILE.format(len(data))),
+        ("source_file", MEM_FILE.format(len(data))),
     )
     yield from run_command(Command("WRITE-FLASH", args, download=data, file_size_bytes=len(data)))
 
@@ -702,7 +531,7 @@ def _as_rows(op: Op[tuple[XmlPartition, ...]]) -> Op[tuple[tuple[str, int, int],
 
 def read_partition_table() -> Op[tuple[XmlPartition, ...]]:
     """READ-PARTITION-TABLE: a cross-check of the GPT mtkfs parses itself."""
-    args = (("target_file", _MEM_FILE.format(MAX_TEXT_BYTES)),)
+    args = (("target_file", MEM_FILE.format(MAX_TEXT_BYTES)),)
     command = Command("READ-PARTITION-TABLE", args, upload_limit_bytes=MAX_TEXT_BYTES)
     return parse_partition_table((yield from run_command(command)) or b"")
 
@@ -716,11 +545,11 @@ def parse_partition_table(data: bytes) -> tuple[XmlPartition, ...]:
         raise RemoteProtocolError(f"{what}: {len(entries)} partitions")
     table = []
     for entry in entries:
-        name = _required(entry, "name", what)
+        name = required(entry, "name", what)
         if not name or len(name) > MAX_NAME_CHARS or not name.isprintable():
             raise RemoteProtocolError(f"{what}: unusable partition name {name[:80]!r}")
-        start = parse_number(_required(entry, "start", what), f"{what} {name} start")
-        size = parse_number(_required(entry, "size", what), f"{what} {name} size")
+        start = parse_number(required(entry, "start", what), f"{what} {name} start")
+        size = parse_number(required(entry, "size", what), f"{what} {name} size")
         table.append(XmlPartition(name, start, size))
     return tuple(table)
 

@@ -26,6 +26,7 @@ from mtkfs.errors import (
 from mtkfs.links.base import drive
 from mtkfs.protocols import brom
 from mtkfs.protocols import da_xml as x
+from mtkfs.protocols import xml_wire as W
 from mtkfs.protocols.base import Op, Recv, Send, run_pair
 from mtkfs.protocols.da_xflash import DT_MESSAGE, DT_PROTOCOL_FLOW, MAGIC
 from mtkfs.protocols.dafile import parse_da_file
@@ -189,14 +190,14 @@ def test_a_command_too_long_for_the_da_buffer_is_refused() -> None:
 @pytest.mark.parametrize(
     ("reply", "ack"),
     [
-        ("OK", x.Ack(True)),
-        ("OK@0x0", x.Ack(True, "0x0")),
-        ("OK@0x1f000", x.Ack(True, "0x1f000")),
-        ("ERR", x.Ack(False, "ERR")),
-        ("ERR!UNSUPPORTED", x.Ack(False, "ERR!UNSUPPORTED")),
+        ("OK", W.Ack(True)),
+        ("OK@0x0", W.Ack(True, "0x0")),
+        ("OK@0x1f000", W.Ack(True, "0x1f000")),
+        ("ERR", W.Ack(False, "ERR")),
+        ("ERR!UNSUPPORTED", W.Ack(False, "ERR!UNSUPPORTED")),
     ],
 )
-def test_answers(reply: str, ack: x.Ack) -> None:
+def test_answers(reply: str, ack: W.Ack) -> None:
     assert x.parse_ack(reply, "t") == ack
 
 
