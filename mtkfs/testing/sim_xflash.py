@@ -286,6 +286,22 @@ def boot1_emi(store: FlashStore) -> bytes | None:
         return None
 
 
+def recv_host_frame(max_bytes: int, what: str, who: str = "simulated DA") -> Op[bytes]:
+    """The device side of the XFlash frame (the XML DA's too): a strict simulator names what
+    the host got wrong instead of waiting on bytes that will never make sense."""
+    header = yield from recv_exact(HEADER_BYTES)
+    magic, data_type, length = struct.unpack("<III", header)
+    if magic != MAGIC or data_type != DT_PROTOCOL_FLOW:
+        raise LocalProtocolError(
+            f"{who}, {what}: host sent header {header.hex(' ')} (bad magic or type)"
+        )
+    if length > max_bytes:
+        raise LocalProtocolError(
+            f"{who}, {what}: host frame of {length} bytes, at most {max_bytes} allowed"
+        )
+    return (yield from recv_exact(length)) if length else b""
+
+
 class _Disconnect(Exception):
     """Internal: end the session as if the cable was pulled."""
 
@@ -382,17 +398,7 @@ class XFlashSim:
     # -- plumbing ------------------------------------------------------------------------------
 
     def _recv_frame(self, max_bytes: int, what: str) -> Op[bytes]:
-        header = yield from recv_exact(HEADER_BYTES)
-        magic, data_type, length = struct.unpack("<III", header)
-        if magic != MAGIC or data_type != DT_PROTOCOL_FLOW:
-            raise LocalProtocolError(
-                f"simulated DA, {what}: host sent header {header.hex(' ')} (bad magic or type)"
-            )
-        if length > max_bytes:
-            raise LocalProtocolError(
-                f"simulated DA, {what}: host frame of {length} bytes, at most {max_bytes} allowed"
-            )
-        return (yield from recv_exact(length)) if length else b""
+        return (yield from recv_host_frame(max_bytes, what))
 
     def _recv_u32(self, what: str) -> Op[int]:
         data = yield from self._recv_frame(4, what)

@@ -26,17 +26,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from mtkfs.errors import LocalProtocolError
-from mtkfs.protocols.base import Op, Send, recv_exact
+from mtkfs.protocols.base import Op, Send
 from mtkfs.protocols.da_xflash import (
     DT_MESSAGE,
-    DT_PROTOCOL_FLOW,
-    HEADER_BYTES,
-    MAGIC,
     encode_frame_header,
     send_frame,
 )
 from mtkfs.protocols.da_xml import xml_partition
-from mtkfs.testing.sim_xflash import FlashStore
+from mtkfs.testing.sim_xflash import FlashStore, recv_host_frame
 
 __all__ = ["XmlFaults", "XmlSim", "plain_checksum"]
 
@@ -189,17 +186,7 @@ class XmlSim:
         yield Send(encode_frame_header(len(body), DT_MESSAGE) + body)
 
     def _recv_frame(self, max_bytes: int, what: str) -> Op[bytes]:
-        header = yield from recv_exact(HEADER_BYTES)
-        magic, data_type, length = struct.unpack("<III", header)
-        if magic != MAGIC or data_type != DT_PROTOCOL_FLOW:
-            raise LocalProtocolError(
-                f"simulated XML DA, {what}: host sent header {header.hex(' ')} (magic or type)"
-            )
-        if length > max_bytes:
-            raise LocalProtocolError(
-                f"simulated XML DA, {what}: host frame of {length} bytes, at most {max_bytes}"
-            )
-        return (yield from recv_exact(length)) if length else b""
+        return (yield from recv_host_frame(max_bytes, what, "simulated XML DA"))
 
     def _recv_text(self, max_bytes: int, what: str) -> Op[str]:
         data = yield from self._recv_frame(max_bytes, what)
