@@ -1,4 +1,4 @@
-"""A MediaTek phone in BROM or preloader mode, through its Download Agent (XFlash), as regions.
+"""A MediaTek phone in BROM or preloader mode, through its Download Agent, as regions.
 
 What opening does, once per mount (never per read — mtkclient's re-handshakes are one of the
 things users complain about):
@@ -7,20 +7,23 @@ things users complain about):
    security bits; a device that needs authorisation stops here, before any DA byte is sent;
 2. the user's DA file picks the agent for this chip (:mod:`mtkfs.protocols.dafile`); DA1 is
    uploaded (SEND_DA with its checksum checked) and started;
-3. the XFlash session (:func:`mtkfs.protocols.da_xflash.connect`): bring-up, DRAM from the
-   preloader's EMI settings when the DA came up from BROM, DA2, packet lengths, storage info.
+3. the DA session in the protocol the chip and DA file call for — XFlash, legacy or XML
+   (:data:`CONNECTORS`, each behind :class:`mtkfs.protocols.da_session.DaSession`): bring-up,
+   DRAM from the preloader's EMI settings when the DA came up from BROM, DA2, storage info;
+   then, on a full-speed USB link, the switch to high speed.
 
-The storage info's regions (eMMC boot1/boot2/rpmb/gp*/user, UFS LUs) are the transport's regions.
-Reads and writes are single XFlash commands of any length (the chunk cache coalesces misses into
-commands of up to ``max_request_bytes``); one command at a time on the link (a trio.Lock).
-There is no checksum command on XFlash, so verification reads back (the DA reads the flash each
-time: nothing caches between us and the cells).
+The storage info's regions (eMMC boot1/boot2/rpmb/gp*/user, UFS LUs, NOR/NAND ``flash``) are the
+transport's regions. Reads and writes are single DA commands of any length (the chunk cache
+coalesces misses into commands of up to ``max_request_bytes``); one command at a time on the
+link (a trio.Lock). No DA protocol has a checksum command, so verification reads back (the DA
+reads the flash each time: nothing caches between us and the cells).
 
 A command that fails half way (timeout, a cut link, garbage where a frame header belongs) leaves
 nobody knowing where in the byte stream the DA is, so the session is dropped and none of that
 command's bytes are delivered. When the transport was given a way to ``reopen`` the link (every
 real source is), the next command reconnects — a new handshake, DA upload and bring-up with the
-phone that came back — but only serves it if it is the *same* phone (ME ID and storage layout);
+phone that came back — but only serves it if it is the *same* phone (ME ID and storage layout;
+a chip that reports no ME ID is matched by chip and layout alone);
 reads are retried that way a few times before a reader sees EIO. Writes are never retried here:
 the commit pipeline above decides what a failed write means (its failsafe).
 """
@@ -156,7 +159,7 @@ class DaTransport(Transport):
         reopen: LinkOpener | None = None,
         io_timeout_s: float = DEFAULT_IO_TIMEOUT_S,
     ) -> DaTransport:
-        """Identify the device, upload the DA, start the XFlash session (see the module doc).
+        """Identify the device, upload the DA, start its session (see the module doc).
 
         ``reopen`` gives a fresh link to the same port (after a replug); without it a lost
         session stays lost. The link is not closed here if this fails: the caller owns it.
