@@ -18,7 +18,7 @@ from mtkfs.transports.image import ImageTransport
 __all__ = ["ImageTransport", "SourceOptions", "Transport", "open_transport"]
 
 #: Source prefixes that later transports will claim; a PATH never looks like these.
-_SCHEMES = ("adb:", "uboot:")
+_SCHEMES = ("uboot:",)
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,13 @@ async def open_transport(
         return await _open_sim(source, writable=writable, options=options)
     if source.startswith("da:"):
         return await _open_da(source, writable=writable, options=options)
+    if source.startswith("adb:"):
+        from mtkfs.transports.adb import AdbTransport
+
+        serial = source.removeprefix("adb:") or None
+        return await AdbTransport.open(
+            serial, writable=writable, io_timeout_s=max(options.io_timeout_s, 30.0)
+        )
     for scheme in _SCHEMES:
         if source.startswith(scheme):
             raise SourceError(

@@ -86,4 +86,4 @@ def test_bad_sources(tmp_path: Path) -> None:
     with pytest.raises(SourceError, match="empty"):
         ImageTransport.open(empty)
     with pytest.raises(SourceError, match="not available"):
-        trio.run(open_transport, "adb:")
+        trio.run(open_transport, "uboot:/dev/ttyUSB0")
