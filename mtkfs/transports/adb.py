@@ -1,4 +1,4 @@
-"""A rooted Android phone through the adb server, as regions (read-only in this version).
+"""A rooted Android phone through the adb server, as regions.
 
 What opening does (seed 000's twenty hand-computed ``dd skip=`` lines, as one command):
 
@@ -157,6 +157,7 @@ class AdbTransport(Transport):
         self.io_timeout_s = io_timeout_s
         self.commands = 0
         self.bytes_read = 0
+        self.bytes_written = 0
         self.sent_commands: list[str] = []
 
     @classmethod
@@ -168,10 +169,6 @@ class AdbTransport(Transport):
         server: tuple[str, int] | None = None,
         io_timeout_s: float = 30.0,
     ) -> AdbTransport:
-        if writable:
-            raise ReadOnlyError(
-                "writes over adb are not in this version: mount adb: sources read-only"
-            )
         address = server or server_address()
         run = _runner(address, io_timeout_s)
         await run(adb.host_version())
@@ -193,7 +190,14 @@ class AdbTransport(Transport):
                 f"{device.serial}: /proc/partitions lists no eMMC (mmcblk0) or UFS (sda..sdc) "
                 "disk mtkfs knows"
             )
-        return cls(device.serial, address, shell, root_style, disks, io_timeout_s=io_timeout_s)
+        if writable and shell != "shell,v2":
+            raise ReadOnlyError(
+                f"{device.serial} has no shell v2 (Android 6 or older): writes need it (exec: "
+                "loses data written into it), so mount it read-only"
+            )
+        transport = cls(device.serial, address, shell, root_style, disks, io_timeout_s=io_timeout_s)
+        transport.writable = writable
+        return transport
 
     def _shell(self) -> _Shell:
         return _Shell(_runner(self.server, self.io_timeout_s), self.serial, self.shell,
@@ -213,6 +217,33 @@ class AdbTransport(Transport):
         data = await self._shell().binary(command, size_bytes)
         self.bytes_read += len(data)
         return data
+
+    async def write(self, region: str, offset_bytes: int, data: bytes) -> None:
+        """``dd of=DISK bs=B seek=N conv=notrunc,fsync`` fed through shell v2's stdin, exit
+        status required (adb.md §5.5; never ``exec-in``, which loses data). The commit
+        pipeline then verifies with :meth:`read_back`."""
+        if not self.writable:
+            raise ReadOnlyError(f"{self.description} was opened read-only")
+        if offset_bytes % self.write_unit_bytes or len(data) % self.write_unit_bytes:
+            raise TransportError(
+                f"unaligned write {region}+{offset_bytes:#x} ({len(data)} bytes): writes are "
+                f"whole {self.write_unit_bytes}-byte blocks"
+            )
+        block = read_block_bytes(offset_bytes, len(data))
+        path = adb.safe_device_path(f"/dev/block/{self._disk_of[region]}")
+        command = (
+            f"dd of={path} bs={block} seek={offset_bytes // block} conv=notrunc,fsync 2>/dev/null"
+        )
+        self.commands += 1
+        await self._shell().feed(command, data)
+        self.bytes_written += len(data)
+
+    async def read_back(self, region: str, offset_bytes: int, size_bytes: int) -> bytes:
+        """A read that the phone's block cache cannot answer: ``blockdev --flushbufs`` first,
+        so the bytes come from the flash, not from the page cache the write just filled."""
+        path = adb.safe_device_path(f"/dev/block/{self._disk_of[region]}")
+        await self._shell().text(f"blockdev --flushbufs {path} 2>/dev/null", check=False)
+        return await self.read(region, offset_bytes, size_bytes)
 
     async def device_table(self) -> PartitionMap | None:
         """``/proc/dumchar_info`` (old MTK), else the by-name links with their sysfs ranges."""
@@ -253,7 +284,11 @@ class AdbTransport(Transport):
         return {"serial": self.serial, "shell": self.shell, "root": self.root_style}
 
     def stats(self) -> dict[str, int | float]:
-        return {"adb_commands": self.commands, "adb_bytes_read": self.bytes_read}
+        return {
+            "adb_commands": self.commands,
+            "adb_bytes_read": self.bytes_read,
+            "adb_bytes_written": self.bytes_written,
+        }
 
     async def aclose(self) -> None:
         """Nothing stays open between commands: each ran on its own server connection."""
@@ -347,6 +382,18 @@ class _Shell:
                 f"{adb.printable(result.stderr or result.stdout)}"
             )
         return result.stdout.decode("utf-8", "replace").replace("\r\n", "\n")
+
+    async def feed(self, command: str, data: bytes) -> None:
+        """Run ``command`` with ``data`` on its stdin (shell v2 only); exit status 0 required."""
+        wrapped = self._wrap(command)
+        if self._record is not None:
+            self._record.append(wrapped)
+        result: adb.ShellResult = await self._run(adb.shell_v2(self.serial, wrapped, stdin=data))
+        if result.exit_status != 0:
+            raise TransportError(
+                f"{self.serial}: {command!r} failed (exit {result.exit_status}): "
+                f"{adb.printable(result.stderr or result.stdout)}"
+            )
 
     async def binary(self, command: str, length_bytes: int) -> bytes:
         result = await self._exec(command, length_bytes)

@@ -15,8 +15,8 @@ from helpers import fuse_available, loop_available
 from mounting import mounted
 from test_sim_mount import sha256_of
 
-from mtkfs.testing.disk import Layout
-from mtkfs.testing.sim_adbd import adb_server, running_device
+from mtkfs.testing.disk import Layout, pseudo_random
+from mtkfs.testing.sim_adbd import Faults, adb_server, running_device
 
 _fuse_ok, _fuse_why = fuse_available()
 _loop_ok, _loop_why = loop_available()
@@ -56,3 +56,35 @@ def test_android12_phone_through_the_real_adb_server(
             for hostile in (";reboot", "$(id)", "`reboot`", "../", "\n", "-rf"):
                 assert hostile not in command, command
         assert any(c.startswith("su -c 'dd if=/dev/block/mmcblk0 ") for c in phone.commands)
+
+
+@pytest.mark.parametrize("corrupt", [False, True], ids=["verified", "corrupted-store"])
+def test_a_write_through_adb_is_verified_on_the_phone(
+    p70a_rw: Layout, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, corrupt: bool
+) -> None:
+    """``dd conv=fsync`` into boot.img: written through shell v2's stdin, read back past the
+    phone's block cache and compared; a phone whose flash stores a flipped bit fails fsync with
+    EIO and the mount turns failsafe."""
+    data = pseudo_random("adb/boot", 300_000)
+    faults = Faults(corrupt_store=corrupt)
+    args = ("-o", "rw", "--journal-dir", str(tmp_path / "journal"))
+    with running_device("android12", p70a_rw, faults=faults) as phone, adb_server() as server:
+        server.connect(phone.serial)
+        monkeypatch.setitem(mounting.ENV, "ADB_SERVER_SOCKET", f"tcp:127.0.0.1:{server.port}")
+        with mounted(f"adb:{phone.serial}", tmp_path / "mnt", *args) as mnt:
+            result = subprocess.run(
+                ["dd", f"of={mnt / 'boot.img'}", "conv=notrunc,fsync", "status=none"],
+                input=data,
+                capture_output=True,
+                check=False,
+            )
+            status = json.loads((mnt / ".mtkfs" / "status.json").read_text())
+        if corrupt:
+            assert result.returncode != 0 and b"Input/output error" in result.stderr
+            assert status["state"] == "failsafe"
+        else:
+            assert result.returncode == 0, result.stderr
+            assert status["writes"]["failures"] == []
+            assert any("conv=notrunc,fsync" in c for c in phone.commands)
+    if not corrupt:
+        assert p70a_rw.read("boot", 0, len(data)) == data
