@@ -158,6 +158,7 @@ class AdbTransport(Transport):
         self.commands = 0
         self.bytes_read = 0
         self.bytes_written = 0
+        self.failed_commands = 0
         self.sent_commands: list[str] = []
 
     @classmethod
@@ -214,7 +215,17 @@ class AdbTransport(Transport):
             f"count={size_bytes // block} 2>/dev/null"
         )
         self.commands += 1
-        data = await self._shell().binary(command, size_bytes)
+        try:
+            data = await self._shell().binary(command, size_bytes)
+        except MtkfsError as exc:
+            # A phone unplugged, or a server that lost it: EIO for this reader, whatever the
+            # cause's own errno. The next read opens a new connection and works once the
+            # server sees the phone again (same serial) — nothing here stays broken.
+            self.failed_commands += 1
+            raise TransportError(
+                f"reading {region}+{offset_bytes:#x} ({size_bytes} bytes) from {self.serial} "
+                f"failed: {exc}"
+            ) from exc
         self.bytes_read += len(data)
         return data
 
@@ -288,6 +299,7 @@ class AdbTransport(Transport):
             "adb_commands": self.commands,
             "adb_bytes_read": self.bytes_read,
             "adb_bytes_written": self.bytes_written,
+            "adb_failed_commands": self.failed_commands,
         }
 
     async def aclose(self) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import mounting
@@ -88,3 +89,34 @@ def test_a_write_through_adb_is_verified_on_the_phone(
             assert any("conv=notrunc,fsync" in c for c in phone.commands)
     if not corrupt:
         assert p70a_rw.read("boot", 0, len(data)) == data
+
+
+def test_a_phone_lost_mid_copy_gives_eio_and_the_mount_recovers(
+    p70a: Layout, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The connection drops in the middle of a read: the reader gets EIO, the daemon stays up,
+    and once the adb server has the phone again (same serial) the same file reads byte-exact."""
+    boot = p70a.by_name("boot")
+    expected = sha256_of(p70a.folder / "User", boot.offset_bytes, boot.size_bytes)
+    with running_device("android12", p70a) as phone, adb_server() as server:
+        server.connect(phone.serial)
+        monkeypatch.setitem(mounting.ENV, "ADB_SERVER_SOCKET", f"tcp:127.0.0.1:{server.port}")
+        with mounted(f"adb:{phone.serial}", tmp_path / "mnt") as mnt:
+            phone.faults.disconnect_after_bytes = 3 << 20  # mid-way through boot.img
+            failed = subprocess.run(
+                ["dd", f"if={mnt / 'boot.img'}", "of=/dev/null", "bs=1M", "status=none"],
+                capture_output=True,
+                check=False,
+            )
+            assert failed.returncode != 0
+            assert b"Input/output error" in failed.stderr
+            deadline = time.monotonic() + 60
+            while True:  # the server reconnects the phone by itself (at once or ~10 s later)
+                try:
+                    assert sha256_of(mnt / "boot.img") == expected
+                    break
+                except OSError:
+                    assert time.monotonic() < deadline, "the phone never came back"
+                    time.sleep(1)
+            stats = json.loads((mnt / ".mtkfs" / "stats.json").read_text())["transport"]
+            assert stats["adb_failed_commands"] >= 1
