@@ -29,6 +29,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
+import bench_adb
 import bench_da
 import bench_image
 import bench_lazy
@@ -47,6 +48,7 @@ NAMES = {
     4: "4 random 4 KiB",
     5: "5 writes",
     6: "6 DA (sim, usb2)",
+    7: "7 adb (fake phone)",
 }
 
 
@@ -123,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
             4: lambda: bench_random.run(report, image, work),
             5: lambda: bench_write.run(report, image, work),
             6: lambda: bench_da.run(report, work),
+            7: lambda: bench_adb.run(report, work),
         }
         for number in selected:
             print(f"benchmark {NAMES[number]}…", flush=True)
