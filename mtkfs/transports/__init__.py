@@ -45,8 +45,8 @@ class SourceOptions:
 async def open_transport(
     source: str, *, writable: bool = False, options: SourceOptions | None = None
 ) -> Transport:
-    """Open the transport a SOURCE string names: ``sim:``, ``da:``, or a PATH to an image or
-    readback folder (``image:PATH`` when the path itself starts like a scheme).
+    """Open the transport a SOURCE string names: ``sim:``, ``da:``, ``adb:``, or a PATH to an
+    image or readback folder (``image:PATH`` when the path itself starts like a scheme).
 
     ``writable`` only for ``-o rw`` mounts and journal commands: a read-only mount never opens
     the source for writing.
@@ -59,6 +59,7 @@ async def open_transport(
     if source.startswith("adb:"):
         from mtkfs.transports.adb import AdbTransport
 
+        # At least 30 s: the first `su` can wait for the user to tap "grant" on the phone.
         serial = source.removeprefix("adb:") or None
         return await AdbTransport.open(
             serial, writable=writable, io_timeout_s=max(options.io_timeout_s, 30.0)
