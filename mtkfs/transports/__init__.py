@@ -10,9 +10,14 @@ from mtkfs.links.base import Link
 from mtkfs.links.serial import open_serial
 from mtkfs.links.usb import UsbLink, wait_for_device
 from mtkfs.protocols.dafile import DaFile
-from mtkfs.protocols.preloader_emi import EmiSettings, extract_emi
 from mtkfs.transports.base import Transport
-from mtkfs.transports.da import DEFAULT_IO_TIMEOUT_S, DaTransport, LinkOpener, load_da_file
+from mtkfs.transports.da import (
+    DEFAULT_IO_TIMEOUT_S,
+    DaTransport,
+    LinkOpener,
+    load_da_file,
+    load_preloader_emi,
+)
 from mtkfs.transports.image import ImageTransport
 
 __all__ = ["ImageTransport", "SourceOptions", "Transport", "open_transport"]
@@ -150,7 +155,7 @@ async def _connect_da(
     opener: LinkOpener, da: DaFile, *, writable: bool, options: SourceOptions
 ) -> Transport:
     """Open the link and start the DA session; the link is closed if that fails."""
-    emi = _read_emi(options.preloader)
+    emi = None if options.preloader is None else load_preloader_emi(options.preloader)
     link = await opener()
     try:
         return await DaTransport.connect(
@@ -164,25 +169,3 @@ async def _connect_da(
     except BaseException:
         await link.aclose()
         raise
-
-
-def _read_emi(path: Path | None) -> EmiSettings | None:
-    """The EMI settings of ``--preloader`` (checked now: a wrong file fails before the phone
-    is touched)."""
-    if path is None:
-        return None
-    try:
-        with path.open("rb") as stream:
-            data = stream.read(_MAX_PRELOADER_BYTES + 1)
-    except OSError as exc:
-        raise SourceError(f"cannot read preloader {path}: {exc.strerror or exc}") from exc
-    if len(data) > _MAX_PRELOADER_BYTES:
-        raise SourceError(
-            f"{path}: larger than {_MAX_PRELOADER_BYTES >> 20} MiB: not a preloader or Boot1 "
-            "image (give preloader_<board>.bin or a Boot1/boot1.img)"
-        )
-    return extract_emi(data, str(path))
-
-
-#: A Boot1 area is 4 MiB on most eMMCs; a preloader file a few hundred KiB.
-_MAX_PRELOADER_BYTES = 16 << 20

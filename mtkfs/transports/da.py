@@ -54,8 +54,9 @@ from mtkfs.protocols import brom, da_legacy, da_xflash, da_xml
 from mtkfs.protocols.base import Op
 from mtkfs.protocols.da_session import DaSession
 from mtkfs.protocols.dafile import MAX_DA_FILE_BYTES, DaEntry, DaFile, parse_da_file
-from mtkfs.protocols.preloader_emi import EmiSettings
+from mtkfs.protocols.preloader_emi import EmiSettings, extract_emi
 from mtkfs.transports.base import Transport
+from mtkfs.units import human_size
 
 log = logging.getLogger(__name__)
 
@@ -75,29 +76,46 @@ RECONNECT_BACKOFF_S = 1.0
 LinkOpener = Callable[[], Awaitable[Link]]
 
 
-def load_da_file(path: Path, *, max_bytes: int = MAX_DA_FILE_BYTES) -> DaFile:
-    """Read and parse the user's DA file (``--da``); the parser itself stays pure.
-
-    Reads at most ``max_bytes + 1`` bytes, so pointing ``--da`` at a disk image or a device node
-    costs no more than that before the error.
-    """
+def _read_user_file(path: Path, max_bytes: int, what: str, too_big: str) -> bytes:
+    """A file the user named (``--da``, ``--preloader``), read whole but at most
+    ``max_bytes + 1`` bytes: pointing the option at a disk image or a device node costs no
+    more than that before the error. The parsers themselves stay pure."""
     try:
         with path.open("rb") as stream:
             data = stream.read(max_bytes + 1)
     except FileNotFoundError as exc:
-        raise SourceError(f"DA file {path}: no such file") from exc
+        raise SourceError(f"{what} {path}: no such file") from exc
     except OSError as exc:
-        raise SourceError(f"cannot read DA file {path}: {exc.strerror or exc}") from exc
+        raise SourceError(f"cannot read {what} {path}: {exc.strerror or exc}") from exc
     if len(data) > max_bytes:
-        raise SourceError(
-            f"DA file {path}: larger than {max_bytes} bytes: not a Download Agent (those are a "
-            "few MiB)"
-        )
+        raise SourceError(f"{what} {path}: larger than {human_size(max_bytes)}: {too_big}")
+    return data
+
+
+def load_da_file(path: Path, *, max_bytes: int = MAX_DA_FILE_BYTES) -> DaFile:
+    """Read and parse the user's DA file (``--da``)."""
+    data = _read_user_file(path, max_bytes, "DA file", "not a Download Agent (those are a few MiB)")
     return parse_da_file(data, str(path))
 
 
+#: A Boot1 area is 4 MiB on most eMMCs; a preloader file a few hundred KiB.
+MAX_PRELOADER_BYTES = 16 << 20
+
+
+def load_preloader_emi(path: Path) -> EmiSettings:
+    """The EMI settings of ``--preloader`` (read at once: a wrong file fails before the phone
+    is touched)."""
+    data = _read_user_file(
+        path,
+        MAX_PRELOADER_BYTES,
+        "preloader",
+        "not a preloader or Boot1 image (give preloader_<board>.bin or a Boot1/boot1.img)",
+    )
+    return extract_emi(data, str(path))
+
+
 class DaTransport(Transport):
-    """Regions of a phone's storage through an XFlash Download Agent. Open with :meth:`connect`."""
+    """Regions of a phone's storage through its Download Agent. Open with :meth:`connect`."""
 
     def __init__(
         self,

@@ -31,7 +31,7 @@ from mtkfs.testing.dafile_build import (
     region_slot_offset,
     synthetic_program,
 )
-from mtkfs.transports.da import load_da_file
+from mtkfs.transports.da import load_da_file, load_preloader_emi
 
 u16 = st.integers(0, 0xFFFF)
 u32 = st.integers(0, 0xFFFFFFFF)
@@ -452,7 +452,7 @@ def test_load_errors(tmp_path: Path) -> None:
         load_da_file(tmp_path)
     big = tmp_path / "image.img"
     big.write_bytes(two_agents())
-    with pytest.raises(SourceError, match="larger than 100 bytes"):
+    with pytest.raises(SourceError, match="larger than 100 B: not a Download Agent"):
         load_da_file(big, max_bytes=100)
 
 
@@ -468,3 +468,13 @@ def test_placeholder_needs_the_entry_magic_too() -> None:
     data = build_da_file([AgentSpec(0, (), entry_magic=0), agent(0x6765)])
     with pytest.raises(SourceError, match=r"entry 0 at 0x6c .*magic 0x0000"):
         parse_da_file(data, "x")
+
+
+def test_preloader_load_errors(tmp_path: Path) -> None:
+    """``--preloader`` goes through the same bounded reader as ``--da``."""
+    with pytest.raises(SourceError, match=r"preloader .*: no such file"):
+        load_preloader_emi(tmp_path / "missing.bin")
+    junk = tmp_path / "junk.bin"
+    junk.write_bytes(b"\0" * 4096)
+    with pytest.raises(SourceError, match="MTK_BLOADER_INFO"):
+        load_preloader_emi(junk)
