@@ -91,3 +91,15 @@ def foreground_daemon(
         daemon.kill()
         daemon.wait(timeout=10)
         force_unmount(mountpoint)
+
+
+@contextlib.contextmanager
+def loop_mounted(image: Path, target: Path) -> Iterator[Path]:
+    """``mount -o loop,ro IMAGE TARGET`` (a file system straight from a partition file of a
+    mount) for a with-block; TARGET is made and unmounted again."""
+    target.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-o", "loop,ro", str(image), str(target)], check=True)
+    try:
+        yield target
+    finally:
+        subprocess.run(["umount", str(target)], check=True)

@@ -13,7 +13,7 @@ from pathlib import Path
 import mounting
 import pytest
 from helpers import fuse_available, loop_available
-from mounting import mounted
+from mounting import loop_mounted, mounted
 from test_sim_mount import sha256_of
 
 from mtkfs.testing.disk import Layout, pseudo_random
@@ -44,14 +44,8 @@ def test_android12_phone_through_the_real_adb_server(
                     p70a.folder / "User", part.offset_bytes, part.size_bytes
                 ), name
             if _loop_ok:
-                target = tmp_path / "sys"
-                target.mkdir()
-                image = mnt / "system.img"
-                subprocess.run(["mount", "-o", "loop,ro", str(image), str(target)], check=True)
-                try:
+                with loop_mounted(mnt / "system.img", tmp_path / "sys") as target:
                     assert "ro.board.platform" in (target / "build.prop").read_text()
-                finally:
-                    subprocess.run(["umount", str(target)], check=True)
         # Device text never reached a command: only validated paths and numbers did.
         for command in phone.commands:
             for hostile in (";reboot", "$(id)", "`reboot`", "../", "\n", "-rf"):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from helpers import fuse_available, loop_available
-from mounting import foreground_daemon, is_mounted, mounted, mtkfs
+from mounting import foreground_daemon, is_mounted, loop_mounted, mounted, mtkfs
 
 from mtkfs.testing.disk import Layout
 
@@ -220,28 +220,20 @@ def test_loop_mount_system_and_fsck(p70a: Layout, tmp_path: Path) -> None:
             ["e2fsck", "-fn", str(mnt / "system.img")], capture_output=True, text=True, check=False
         )
         assert fsck.returncode == 0, fsck.stdout + fsck.stderr
-        target = tmp_path / "system"
-        target.mkdir()
-        subprocess.run(["mount", "-o", "loop,ro", str(mnt / "system.img"), str(target)], check=True)
-        try:
+        with loop_mounted(mnt / "system.img", tmp_path / "system") as target:
             build_prop = (target / "build.prop").read_text()
             assert "ro.product.model=Lenovo P70-A" in build_prop
             apk = (target / "app" / "Demo.apk").read_bytes()
             assert len(apk) == 3 * MiB
-        finally:
-            subprocess.run(["umount", str(target)], check=True)
 
 
 @needs_loop
 def test_loop_mount_s650_android(s650: Layout, tmp_path: Path) -> None:
-    with mounted(s650.folder, tmp_path / "mnt") as mnt:
-        target = tmp_path / "android"
-        target.mkdir()
-        subprocess.run(["mount", "-o", "loop,ro", str(mnt / "p5.img"), str(target)], check=True)
-        try:
-            assert "ro.product.model=Lenovo S650" in (target / "build.prop").read_text()
-        finally:
-            subprocess.run(["umount", str(target)], check=True)
+    with (
+        mounted(s650.folder, tmp_path / "mnt") as mnt,
+        loop_mounted(mnt / "p5.img", tmp_path / "android") as target,
+    ):
+        assert "ro.product.model=Lenovo S650" in (target / "build.prop").read_text()
 
 
 def test_parallel_readers(p70a: Layout, tmp_path: Path) -> None:

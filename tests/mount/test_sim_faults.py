@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from helpers import fuse_available
 from mounting import mounted
-from test_sim_mount import sha256_of
+from test_sim_mount import make_da_file, phone_on_a_pty, sha256_of
 
 from mtkfs.testing.disk import Layout
 
@@ -66,38 +64,17 @@ def test_link_faults_on_a_tty_reconnect_through_the_tty(p70a: Layout, tmp_path: 
     """``da:/dev/pts/N`` with a phone that cuts transfers and garbles headers: the host times
     out (``--io-timeout``) or sees the garbage, reopens the tty, handshakes with the rebooted
     phone, and the partition files are still byte-exact."""
-    da_file = tmp_path / "MTK_AllInOne_DA.bin"
-    subprocess.run(
-        [sys.executable, "-m", "mtkfs.testing.dafile_build", str(da_file), "0x6765"],
-        check=True,
-        capture_output=True,
-    )
-    phone = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mtkfs.testing.sim_mtk",
-            "--faults",
-            "every=150,limit=8,seed=5",
-            f"mt6765:{p70a.folder}",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert phone.stdout is not None
-        pts = phone.stdout.readline().strip()
-        assert pts.startswith("/dev/pts/")
-        args = ("--da", str(da_file), "--io-timeout", "0.5")
-        with mounted(f"da:{pts}", tmp_path / "mnt", *args) as mnt:
-            for name in ("metadata", "lk", "nvram", "recovery"):
-                part = p70a.by_name(name)
-                assert copy_digest(mnt / f"{name}.img") == sha256_of(
-                    p70a.folder / "User", part.offset_bytes, part.size_bytes
-                ), name
-            stats = transport_stats(mnt)
-            assert stats["da_reconnects"] >= 1, stats
-            assert stats["da_failed_commands"] + stats["da_failed_reconnects"] >= 6, stats
-    finally:
-        phone.kill()
-        phone.wait(timeout=10)
+    da_file = make_da_file(tmp_path / "MTK_AllInOne_DA.bin", "0x6765")
+    args = ("--da", str(da_file), "--io-timeout", "0.5")
+    with (
+        phone_on_a_pty(p70a.folder, "--faults", "every=150,limit=8,seed=5") as pts,
+        mounted(f"da:{pts}", tmp_path / "mnt", *args) as mnt,
+    ):
+        for name in ("metadata", "lk", "nvram", "recovery"):
+            part = p70a.by_name(name)
+            assert copy_digest(mnt / f"{name}.img") == sha256_of(
+                p70a.folder / "User", part.offset_bytes, part.size_bytes
+            ), name
+        stats = transport_stats(mnt)
+        assert stats["da_reconnects"] >= 1, stats
+        assert stats["da_failed_commands"] + stats["da_failed_reconnects"] >= 6, stats

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from helpers import fuse_available, loop_available
-from mounting import is_mounted, mounted, mtkfs
+from mounting import is_mounted, loop_mounted, mounted, mtkfs
 
 from mtkfs.testing.content import emmc_boot_preloader
 from mtkfs.testing.disk import Layout, pseudo_random
@@ -68,14 +68,11 @@ def test_sim_phone_partitions_are_the_emmc_bytes(p70a_rw: Layout, tmp_path: Path
 @pytest.mark.loop
 @pytest.mark.skipif(not _loop_ok, reason=_loop_why)
 def test_sim_phone_system_loop_mounts(p70a_rw: Layout, tmp_path: Path) -> None:
-    with mounted(f"sim:mt6765:{p70a_rw.folder}", tmp_path / "mnt") as mnt:
-        target = tmp_path / "sys"
-        target.mkdir()
-        subprocess.run(["mount", "-o", "loop,ro", str(mnt / "system.img"), str(target)], check=True)
-        try:
-            assert "ro.board.platform" in (target / "build.prop").read_text()
-        finally:
-            subprocess.run(["umount", str(target)], check=True)
+    with (
+        mounted(f"sim:mt6765:{p70a_rw.folder}", tmp_path / "mnt") as mnt,
+        loop_mounted(mnt / "system.img", tmp_path / "sys") as target,
+    ):
+        assert "ro.board.platform" in (target / "build.prop").read_text()
 
 
 def test_sim_phone_write_is_verified_on_its_emmc(p70a_rw: Layout, tmp_path: Path) -> None:
@@ -187,14 +184,9 @@ def test_system_loop_mounts_over_a_tty_link(p70a: Layout, tmp_path: Path, da_fil
     with (
         phone_on_a_pty(p70a.folder) as pts,
         mounted(f"da:{pts}", tmp_path / "mnt", "--da", str(da_file)) as mnt,
+        loop_mounted(mnt / "system.img", tmp_path / "sys") as target,
     ):
-        target = tmp_path / "sys"
-        target.mkdir()
-        subprocess.run(["mount", "-o", "loop,ro", str(mnt / "system.img"), str(target)], check=True)
-        try:
-            assert "ro.board.platform" in (target / "build.prop").read_text()
-        finally:
-            subprocess.run(["umount", str(target)], check=True)
+        assert "ro.board.platform" in (target / "build.prop").read_text()
 
 
 @pytest.mark.parametrize("fault", ["corrupt-write=1", "drop-write=1"])

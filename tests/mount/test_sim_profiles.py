@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from helpers import fuse_available, loop_available
-from mounting import mounted
+from mounting import loop_mounted, mounted
 from test_sim_mount import make_da_file, phone_on_a_pty, sha256_of
 
 from mtkfs.testing.disk import Layout, build_nor, pseudo_random
@@ -103,14 +103,8 @@ def test_profile_over_a_tty_link(
             if path.stat().st_size <= _HASH_LIMIT_BYTES:
                 assert sha256_of(mnt / "regions" / f"{region}.img") == sha256_of(path), region
         if case.ext4 is not None and _loop_ok:
-            target = tmp_path / "fs"
-            target.mkdir()
-            image = mnt / f"{case.ext4}.img"
-            subprocess.run(["mount", "-o", "loop,ro", str(image), str(target)], check=True)
-            try:
+            with loop_mounted(mnt / f"{case.ext4}.img", tmp_path / "fs") as target:
                 assert "ro.product" in (target / case.ext4_file).read_text()
-            finally:
-                subprocess.run(["umount", str(target)], check=True)
         data = pseudo_random(f"profile/{case.profile}", 300_000)
         subprocess.run(
             ["dd", f"of={mnt / f'{case.writable}.img'}", "conv=notrunc,fsync", "status=none"],

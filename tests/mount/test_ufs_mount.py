@@ -4,12 +4,11 @@ partitions found with 4 KiB LBAs, byte-exact, and its ext4 loop-mounts."""
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
 from helpers import fuse_available, loop_available
-from mounting import mounted
+from mounting import loop_mounted, mounted
 from test_sim_mount import sha256_of
 
 from mtkfs.testing.disk import Layout
@@ -38,13 +37,8 @@ def test_ufs_readback_partitions_are_the_lu_bytes(ufs: Layout, tmp_path: Path) -
 @pytest.mark.loop
 @pytest.mark.skipif(not _loop_ok, reason=_loop_why)
 def test_ufs_system_loop_mounts(ufs: Layout, tmp_path: Path) -> None:
-    with mounted(ufs.folder, tmp_path / "mnt") as mnt:
-        target = tmp_path / "sys"
-        target.mkdir()
-        subprocess.run(
-            ["mount", "-o", "loop,ro", str(mnt / "system_a.img"), str(target)], check=True
-        )
-        try:
-            assert "mt6833" in (target / "build.prop").read_text()
-        finally:
-            subprocess.run(["umount", str(target)], check=True)
+    with (
+        mounted(ufs.folder, tmp_path / "mnt") as mnt,
+        loop_mounted(mnt / "system_a.img", tmp_path / "sys") as target,
+    ):
+        assert "mt6833" in (target / "build.prop").read_text()
