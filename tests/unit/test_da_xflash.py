@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from protocol_ops import recording
 
 from mtkfs.errors import (
     AuthRequiredError,
@@ -81,19 +82,6 @@ def frame(payload: bytes, data_type: int = x.DT_PROTOCOL_FLOW) -> bytes:
 
 def status(value: int) -> bytes:
     return frame(struct.pack("<I", value))
-
-
-def recording(op: Op[object], sends: list[Send]) -> Op[object]:
-    """``op``, with every Send it makes appended to ``sends``."""
-    request = next(op)
-    while True:
-        if isinstance(request, Send):
-            sends.append(request)
-        reply = yield request
-        try:
-            request = op.send(reply)
-        except StopIteration as stop:
-            return stop.value
 
 
 # ---------------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import struct
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from protocol_ops import recording
 
 from mtkfs.errors import (
     AuthRequiredError,
@@ -122,19 +123,6 @@ START = host_doc("CMD:START")
 
 def end(result: str = "OK", message: str = "") -> bytes:
     return host_doc("CMD:END", f"<arg><result>{result}</result><message>{message}</message></arg>")
-
-
-def recording(op: Op[object], sends: list[Send]) -> Op[object]:
-    """``op``, with every Send it makes appended to ``sends``."""
-    request = next(op)
-    while True:
-        if isinstance(request, Send):
-            sends.append(request)
-        reply = yield request
-        try:
-            request = op.send(reply)
-        except StopIteration as stop:
-            return stop.value
 
 
 def sent_texts(sends: list[Send]) -> list[str]:
