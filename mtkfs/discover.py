@@ -24,7 +24,7 @@ from pathlib import Path
 import trio
 
 from mtkfs.errors import CorruptMapError, MapError, NoMapError, SourceError
-from mtkfs.maps.combine import cross_check, merge
+from mtkfs.maps.combine import cross_check, merge, names_unnamed_mbr
 from mtkfs.maps.detect import parse_map_bytes, table_region_of
 from mtkfs.maps.gpt import read_gpt
 from mtkfs.maps.mbr import read_mbr
@@ -115,6 +115,13 @@ async def discover_map(
         return replace(device_table, warnings=(*device_table.warnings, note))
     if not pmap.partitions or pmap.origin.startswith("none"):
         return pmap
+    named = names_unnamed_mbr(pmap, device_table)
+    if named is not None and not map_files:
+        note = (
+            f"partition names from {device_table.origin}: it agrees with the {pmap.origin} on "
+            f"all {len(pmap.partitions)} numbered partitions, and names the ones between"
+        )
+        return replace(named, warnings=(*named.warnings, note))
     warnings = cross_check(pmap, pmap.origin, device_table)
     return replace(pmap, warnings=(*pmap.warnings, *warnings)) if warnings else pmap
 

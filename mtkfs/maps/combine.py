@@ -70,7 +70,8 @@ def merge(maps: Sequence[tuple[str, PartitionMap]]) -> PartitionMap:
     return PartitionMap(parts, origin, tuple(warnings))
 
 
-def _counterpart(part: Partition, table: PartitionMap) -> Partition | None:
+def counterpart(part: Partition, table: PartitionMap) -> Partition | None:
+    """The partition of ``table`` that is ``part`` (by name or alias; an MBR's by number)."""
     key = canonical(part.name)
     for other in table.partitions:
         if other.region == part.region and canonical(other.name) == key:
@@ -83,13 +84,35 @@ def _counterpart(part: Partition, table: PartitionMap) -> Partition | None:
     return None
 
 
+def names_unnamed_mbr(flash: PartitionMap, table: PartitionMap) -> PartitionMap | None:
+    """``table`` when it names every partition of ``flash``, an MBR/EBR map of numbers only
+    (``p2``…``p8``), at the same ranges; else None.
+
+    Why: an MT65xx phone's MBR holds only the big partitions, unnamed, while its kernel's
+    ``/proc/dumchar_info`` names them all (``bootimg``, ``recovery``, ``nvram``…) and says which
+    ``mmcblk0pN`` each one is. When the two agree on every range the MBR can check, the phone's
+    list is the one a person wants to see; when they disagree, the flash wins (cross_check).
+    """
+    numbered = [p for p in flash.partitions if p.origin != "boot-region"]  # + the preloader
+    if not numbered or not table.partitions:
+        return None
+    if any(p.origin not in ("mbr", "ebr") or p.name != f"p{p.number}" for p in numbered):
+        return None
+    named = {id(counterpart(other, flash)): other for other in table.partitions}
+    for part in numbered:
+        other = named.get(id(part))
+        if other is None or not _same_range(part, other):
+            return None
+    return table
+
+
 def cross_check(chosen: PartitionMap, label: str, table: PartitionMap) -> list[str]:
     """Warnings for every disagreement between the map in use and the device's own table."""
     table_name = table.origin.split(" ", 1)[0]
     warnings: list[str] = []
     matched: set[int] = set()
     for part in chosen.partitions:
-        other = _counterpart(part, table)
+        other = counterpart(part, table)
         if other is None:
             continue
         matched.add(id(other))
