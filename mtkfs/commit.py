@@ -30,6 +30,7 @@ Theory of operation (docs/writes.md is the user-facing version):
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import time
 import zlib
@@ -99,8 +100,9 @@ async def verify_on_device(
 ) -> None:
     """Raise VerifyError unless the device holds ``new`` at ``offset_bytes`` of ``region``.
 
-    The device's checksum command where it has one (one short command instead of the bytes);
-    otherwise a read-back that bypasses every cache.
+    The device's checksum command where it has one (one short command instead of the bytes),
+    else its hash of the range (a phone's ``sha256sum``), else a read-back that bypasses every
+    cache.
     """
     if transport.has_checksum:
         crc = await transport.checksum(region, offset_bytes, len(new))
@@ -111,6 +113,15 @@ async def verify_on_device(
                     f"{zlib.crc32(new):08x} written"
                 )
             return
+    hashed = await transport.digest(region, offset_bytes, len(new))
+    if hashed is not None:
+        algorithm, digest = hashed
+        if digest != hashlib.new(algorithm, new).digest():
+            raise VerifyError(
+                f"the device's {algorithm} of {region}+{offset_bytes:#x} ({len(new)} bytes) is "
+                f"{digest.hex()[:16]}…, not that of the bytes written"
+            )
+        return
     got = await transport.read_back(region, offset_bytes, len(new))
     if got != new:
         at = next(

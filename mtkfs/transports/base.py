@@ -78,6 +78,16 @@ class Transport(abc.ABC):
         """
         return None
 
+    async def digest(
+        self, region: str, offset_bytes: int, size_bytes: int
+    ) -> tuple[str, bytes] | None:
+        """``(hashlib name, digest)`` of a byte range computed *on the device*, or None.
+
+        Why: verifying a write by the device's own hash (a phone's ``sha256sum``) moves a few
+        dozen bytes instead of the data; the range is read from the flash, not from a cache.
+        """
+        return None
+
     def stats(self) -> dict[str, int | float]:
         """Transport-level counters for ``.mtkfs/stats.json`` (commands, bytes, link time)."""
         return {}
@@ -127,6 +137,11 @@ class WrappingTransport(Transport):
 
     async def checksum(self, region: str, offset_bytes: int, size_bytes: int) -> int | None:
         return await self.inner.checksum(region, offset_bytes, size_bytes)
+
+    async def digest(
+        self, region: str, offset_bytes: int, size_bytes: int
+    ) -> tuple[str, bytes] | None:
+        return await self.inner.digest(region, offset_bytes, size_bytes)
 
     async def write(self, region: str, offset_bytes: int, data: bytes) -> None:
         await self.inner.write(region, offset_bytes, data)
