@@ -440,7 +440,11 @@ def cmd_info(args: argparse.Namespace) -> int:
     device = report["device"]
     print(f"source:    {report['source']}")
     print(f"device id: {report['device_id']}")
-    if device:
+    if device.get("kind") == "adb":
+        print(f"phone:     {device['model'] or 'unknown model'}, Android {device['android']} "
+              f"(SDK {device['sdk']})")  # fmt: skip
+        print(f"service:   {device['shell']}, root by {device['root']}")
+    elif device:
         security = device["target_config"]
         print(f"chip:      {device['chip']} (hw code {device['hw_code']})")
         print(f"mode:      {device['mode']}")

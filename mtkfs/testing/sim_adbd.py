@@ -39,7 +39,7 @@ import threading
 import time
 import tty
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import trio
@@ -135,7 +135,8 @@ class Faults:
         truncate_output: deliver at most this many bytes of each command's stdout (PTY: of its
             output), silently dropping the rest; the exit status is unchanged.
         corrupt_store: flip bit 0 of the first stdin byte of every command containing ``of=``,
-            so a ``dd of=…`` write lands with one bit flipped.
+            and of the first byte of every file pushed with ``sync:`` SEND, so a ``dd of=…``
+            write (fed either way) lands with one bit flipped.
         duplicate_clse: after answering an OPEN, send a stray CLSE for the last closed stream,
             as adbd 29 was seen to do (reference §1.5).
     """
@@ -336,6 +337,8 @@ def _service_handler(device: FakeDevice, service: str) -> _Handler | None:
         return lambda s: _serve_process(device, s, command, v2=False, pty=True)
     if kind == "sync" and not command:
         return lambda s: _serve_sync(device, s)
+    if kind == "root" and not command and profile.userdebug and not profile.adbd_root:
+        return lambda s: _restart_as_root(device, s)
     if kind in ("root", "unroot") and not command:
         return lambda s: _serve_text(s, _restart_answer(profile, kind))
     return None
@@ -354,6 +357,21 @@ def _restart_answer(profile: DeviceProfile, kind: str) -> bytes:
 
 async def _serve_text(stream: _Stream, text: bytes) -> None:
     await stream.send(text)
+
+
+async def _restart_as_root(device: FakeDevice, stream: _Stream) -> None:
+    """A userdebug adbd's ``root:``: answer, then restart as root — every connection drops and
+    the device comes back (same serial) with adbd, and so every command, running as uid 0."""
+    await stream.send(b"restarting adbd as root\n")
+    device.profile = replace(device.profile, adbd_root=True)
+    device.root.profile = device.profile
+    assert device._nursery is not None
+
+    async def restart() -> None:
+        await trio.sleep(0.2)  # the answer and CLSE reach the server first
+        await device._replug(0.2)
+
+    device._nursery.start_soon(restart)
 
 
 # --------------------------------------------------------------------------------------------
@@ -660,8 +678,11 @@ async def _sync_send(device: FakeDevice, stream: _Stream, reader: _ExactReader, 
             await stream.send(_sync_fail("bad SEND data"))
             return
         chunks.append(data)
+    data = b"".join(chunks)
+    if device.faults.corrupt_store and data:  # the flash ends up one bit off, as with dd
+        data = bytes([data[0] ^ 1]) + data[1:]
     try:
-        _store(device, path, int(mode_text or "420"), b"".join(chunks), mtime)
+        _store(device, path, int(mode_text or "420"), data, mtime)
     except (OSError, ValueError) as exc:
         await stream.send(_sync_fail(f"couldn't create file: {getattr(exc, 'strerror', exc)}"))
         return

@@ -41,7 +41,7 @@ import stat
 import struct
 import subprocess
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from mtkfs.testing.disk import S650_DUMCHAR_NAMES, SECTOR_BYTES, Layout
@@ -49,6 +49,7 @@ from mtkfs.testing.disk import S650_DUMCHAR_NAMES, SECTOR_BYTES, Layout
 __all__ = [
     "ANDROID6",
     "ANDROID12",
+    "ANDROID12_USERDEBUG",
     "ANDROID44",
     "HOSTILE_BY_NAME",
     "HOSTILE_DUMCHAR",
@@ -92,6 +93,10 @@ class DeviceProfile:
         adbd_root: adbd itself runs as root (``id -u`` answers 0; ``sync:`` may read block devices).
         by_name_dirs: where ueventd-style ``by-name`` symlinks are made (absolute device paths).
         dumchar: the kernel has MTK's dum-char driver: ``/proc/dumchar_info`` and ``/proc/mtd``.
+        hash_tools: ``sha256sum``/``md5sum``… exist (toybox on 6+, a rooting's busybox); False
+            = a toolbox phone whose busybox lacks them too, so writes are verified by reading
+            back.
+        userdebug: a userdebug build: ``adb root`` restarts adbd as root.
     """
 
     name: str
@@ -107,6 +112,8 @@ class DeviceProfile:
     adbd_root: bool
     by_name_dirs: tuple[str, ...]
     dumchar: bool
+    hash_tools: bool = True
+    userdebug: bool = False
     product: str = "mtkfs_sim"
 
     @property
@@ -141,9 +148,13 @@ ANDROID6 = DeviceProfile(
 ANDROID44 = DeviceProfile(
     name="android44", release="4.4.2", sdk=19, protocol_version=0x01000000, maxdata=4096,
     features=(), exec_service=False, cooked_legacy_shell=True, dd_byte_flags=False,
-    su="magisk", adbd_root=False, by_name_dirs=(), dumchar=True,
+    su="magisk", adbd_root=False, by_name_dirs=(), dumchar=True, hash_tools=False,
 )  # fmt: skip
-PROFILES: dict[str, DeviceProfile] = {p.name: p for p in (ANDROID12, ANDROID6, ANDROID44)}
+#: Android 12 userdebug without su: root only through ``adb root``.
+ANDROID12_USERDEBUG = replace(ANDROID12, name="android12-userdebug", su=None, userdebug=True)
+PROFILES: dict[str, DeviceProfile] = {
+    p.name: p for p in (ANDROID12, ANDROID6, ANDROID44, ANDROID12_USERDEBUG)
+}
 
 #: Extra by-name links a hostile device may carry: shell metacharacters, a newline, a leading
 #: dash, and a link whose *target* climbs out of ``/dev/block`` (a name cannot hold ``/``).
@@ -301,6 +312,13 @@ if [ $# -eq 0 ]; then
   sed -n 's/^\\([^#=][^=]*\\)=\\(.*\\)$/[\\1]: [\\2]/p' /system/build.prop; exit 0
 fi
 grep -m 1 "^$1=" /system/build.prop | cut -d = -f 2-
+"""
+
+_BUSYBOX_WITHOUT_HASHES = """\
+#!/bin/sh
+# A busybox built without its hash applets (as many a rooting kit's was).
+case "$1" in *sum) echo "$1: applet not found" >&2; exit 127 ;; esac
+exec /bin/busybox "$@"
 """
 
 _REBOOT = """\
@@ -486,7 +504,8 @@ def _make_userland(root: DeviceRoot) -> None:
         raise FileNotFoundError("busybox not found (apt-get install busybox-static)")
     _copy_program(busybox, root.path, bin_dir / "busybox")
     for applet in _APPLETS:
-        (bin_dir / applet).symlink_to("busybox")
+        if root.profile.hash_tools or not applet.endswith("sum"):
+            (bin_dir / applet).symlink_to("busybox")
     _copy_program(shutil.which("dash") or "/bin/dash", root.path, bin_dir / "sh")
     for folder in ("sbin", "system/xbin", "data/local/tmp", "sdcard", "cache", "etc", ".sim"):
         (root.path / folder).mkdir(parents=True, exist_ok=True)
@@ -500,6 +519,8 @@ def _make_userland(root: DeviceRoot) -> None:
         "getprop": _GETPROP,
         "reboot": _REBOOT,
     }
+    if not root.profile.hash_tools:
+        scripts["busybox"] = _BUSYBOX_WITHOUT_HASHES
     if root.profile.su is not None:
         scripts["su"] = _SU_MAGISK if root.profile.su == "magisk" else _SU_AOSP
     for name, text in scripts.items():
@@ -527,7 +548,9 @@ def _copy_program(program: str, root: Path, target: Path) -> None:
 def _build_prop(profile: DeviceProfile) -> str:
     return (
         f"ro.build.version.release={profile.release}\nro.build.version.sdk={profile.sdk}\n"
-        f"ro.build.type=user\nro.debuggable=0\nro.secure={0 if profile.adbd_root else 1}\n"
+        f"ro.build.type={'userdebug' if profile.userdebug else 'user'}\n"
+        f"ro.debuggable={int(profile.userdebug)}\n"
+        f"ro.secure={0 if profile.adbd_root else 1}\n"
         f"ro.product.name={profile.product}_{profile.name}\n"
         f"ro.product.model=mtkfs sim {profile.name}\nro.product.device={profile.product}\n"
         "ro.product.manufacturer=mtkfs\nro.board.platform=mt6752\n"

@@ -4,45 +4,57 @@ What opening does (seed 000's twenty hand-computed ``dd skip=`` lines, as one co
 
 1. the adb server (``ADB_SERVER_SOCKET=tcp:HOST:PORT``, else ``ANDROID_ADB_SERVER_PORT``, else
    127.0.0.1:5037) lists its devices; the serial asked for, or the only one online, is used;
-2. its features and SDK pick the shell service (:func:`mtkfs.protocols.adb.pick_shell`):
-   ``shell,v2`` (Android 7+: separate stderr, exit status), ``exec:`` (5–6), legacy ``shell:``;
-3. root is found in adb.md §5.4's order: ``id -u`` = 0, ``su -c``, ``su 0``; without it the
-   block devices cannot be read and the error says what is needed;
+2. its features and SDK pick the service (:func:`mtkfs.protocols.adb.pick_shell`): ``shell,v2``
+   (Android 7+: separate stderr, exit status, stdin), ``exec:`` (5–6: raw PTY, reads only),
+   legacy ``shell:`` (≤ 4.4: a cooked PTY, text only — data crosses as temp files fetched or
+   pushed with ``sync:``; see :mod:`mtkfs.transports.adb_shell`);
+3. root is found in adb.md §5.4's order: ``id -u`` = 0, ``adb root`` (userdebug builds), ``su
+   -c``, ``su 0``; without it the block devices cannot be read and the error says what helps;
 4. the regions are the whole block devices of ``/proc/partitions``: eMMC ``mmcblk0`` (user),
    ``mmcblk0boot0/1`` (boot1/boot2), UFS ``sda``/``sdb``/``sdc`` (lu0..lu2). The partition map
    is then read from the flash like any other source (GPT, MBR/EBR, PMT), and the phone's own
    lists — ``/proc/dumchar_info``, the by-name links with ``/sys/class/block/*/start|size`` —
-   come in as :meth:`device_table` (a cross-check, and the map when the flash has none).
+   come in as :meth:`device_table` (a cross-check; the names of an unnamed MT65xx MBR; the map
+   when the flash has none).
 
 Reads are ``dd if=/dev/block/X bs=B skip=N count=M 2>/dev/null`` (no ``iflag``: toolbox and
 toybox ``dd`` lack byte offsets), ``B`` the largest power of two up to 1 MiB dividing offset and
-length, the output length checked exactly. Only validated block-device paths and integers ever
-reach the device's shell: partition names and link targets are device text (hostile) and are
-parsed, never executed.
+length, the output length checked exactly. Writes are verified by the phone's own hash of the
+range (:meth:`AdbTransport.digest`) or a read-back. Only validated block-device paths, mtkfs's
+own temp-file names and integers ever reach the device's shell: partition names and link
+targets are device text (hostile) and are parsed, never executed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
 
 from mtkfs.errors import AuthRequiredError, MtkfsError, ReadOnlyError, SourceError, TransportError
-from mtkfs.links.base import drive
-from mtkfs.links.tcp import TcpLink
 from mtkfs.maps.detect import table_region_of
 from mtkfs.maps.dumchar import looks_like_dumchar, parse_dumchar
 from mtkfs.maps.model import Partition, PartitionMap, Region
 from mtkfs.maps.names import clean_name, unique_names
 from mtkfs.protocols import adb
-from mtkfs.protocols.base import Op
+from mtkfs.transports.adb_shell import (
+    Runner,
+    Shell,
+    find_root,
+    hash_probe_command,
+    parse_digest,
+    parse_hash_probe,
+    runner,
+    temp_file_name,
+)
 from mtkfs.transports.base import Transport
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 DEFAULT_SERVER = ("127.0.0.1", 5037)
 #: Whole block devices → region names (eMMC areas; a MediaTek UFS phone's LUs).
@@ -135,11 +147,13 @@ class AdbTransport(Transport):
         disks: dict[str, int],
         *,
         io_timeout_s: float,
+        props: dict[str, str] | None = None,
     ) -> None:
         self.serial = serial
         self.server = server
         self.shell = shell
         self.root_style = root_style
+        self.props = props or {}
         self._disk_of = {_DISK_REGIONS[disk]: disk for disk in disks}
         self.regions = {
             _DISK_REGIONS[disk]: Region(_DISK_REGIONS[disk], size) for disk, size in disks.items()
@@ -159,7 +173,16 @@ class AdbTransport(Transport):
         self.bytes_read = 0
         self.bytes_written = 0
         self.failed_commands = 0
+        self.verified_by_hash = 0
         self.sent_commands: list[str] = []
+        #: ``(tool, hashlib name)`` once probed; None = no working tool (read back instead).
+        self._hash_tool: tuple[str, str] | None = None
+        self._hash_probed = False
+        # Old services move data through temp files on the phone, one command at a time.
+        self._read_file = temp_file_name("read")
+        self._write_file = temp_file_name("write")
+        self._file_lock = trio.Lock()
+        self._temp_used = False
 
     @classmethod
     async def open(
@@ -171,52 +194,60 @@ class AdbTransport(Transport):
         io_timeout_s: float = 30.0,
     ) -> AdbTransport:
         address = server or server_address()
-        run = _runner(address, io_timeout_s)
+        run = runner(address, io_timeout_s)
         await run(adb.host_version())
         device = _choose(await run(adb.host_devices()), serial)
         features = await run(adb.device_features(device.serial))
-        probe = _Shell(run, device.serial, "shell,v2" if "shell_v2" in features else "exec", "")
-        sdk = await probe.text("getprop ro.build.version.sdk")
-        shell = adb.pick_shell(features, int(sdk) if sdk.strip().isdigit() else None)
-        if shell == "shell":
-            raise SourceError(
-                f"{device.serial} offers neither shell v2 nor exec: (Android 4.4 or older): "
-                "binary reads over its legacy shell are not in this version"
-            )
-        root_style = await _find_root(_Shell(run, device.serial, shell, ""))
-        sh = _Shell(run, device.serial, shell, root_style)
+        # Text works on every service; before shell v2, the legacy shell: answers it.
+        probe = Shell(run, device.serial, "shell,v2" if "shell_v2" in features else "shell", "")
+        props = parse_props(await probe.text(_PROPS_COMMAND, check=False))
+        sdk = props.get("ro.build.version.sdk", "")
+        shell = adb.pick_shell(features, int(sdk) if sdk.isdigit() else None)
+        probe.service = shell
+        root_style = await find_root(probe, _restarter(run, device.serial))
+        sh = Shell(run, device.serial, shell, root_style)
         disks = parse_partitions(await sh.text("cat /proc/partitions"))
         if not disks:
             raise SourceError(
                 f"{device.serial}: /proc/partitions lists no eMMC (mmcblk0) or UFS (sda..sdc) "
                 "disk mtkfs knows"
             )
-        if writable and shell != "shell,v2":
-            raise ReadOnlyError(
-                f"{device.serial} has no shell v2 (Android 6 or older): writes need it (exec: "
-                "loses data written into it), so mount it read-only"
-            )
-        transport = cls(device.serial, address, shell, root_style, disks, io_timeout_s=io_timeout_s)
+        transport = cls(
+            device.serial, address, shell, root_style, disks, io_timeout_s=io_timeout_s,
+            props=props,
+        )  # fmt: skip
         transport.writable = writable
         return transport
 
-    def _shell(self) -> _Shell:
-        return _Shell(_runner(self.server, self.io_timeout_s), self.serial, self.shell,
-                      self.root_style, record=self.sent_commands)  # fmt: skip
+    def _sh(self) -> Shell:
+        return Shell(runner(self.server, self.io_timeout_s), self.serial, self.shell,
+                     self.root_style, record=self.sent_commands)  # fmt: skip
+
+    def _dd(self, region: str, offset_bytes: int, size_bytes: int, *, write: bool) -> str:
+        """``dd`` of a block-aligned range: only a validated path and integers (no ``iflag``:
+        toolbox and toybox ``dd`` lack byte offsets), stderr silenced on the device."""
+        block = read_block_bytes(offset_bytes, size_bytes)
+        path = adb.safe_device_path(f"/dev/block/{self._disk_of[region]}")
+        if write:
+            return f"of={path} bs={block} seek={offset_bytes // block} conv=notrunc,fsync"
+        return f"if={path} bs={block} skip={offset_bytes // block} count={size_bytes // block}"
 
     async def read(self, region: str, offset_bytes: int, size_bytes: int) -> bytes:
         size_bytes = max(0, min(size_bytes, self.regions[region].size_bytes - offset_bytes))
         if size_bytes == 0:
             return b""
-        block = read_block_bytes(offset_bytes, size_bytes)
-        path = adb.safe_device_path(f"/dev/block/{self._disk_of[region]}")
-        command = (
-            f"dd if={path} bs={block} skip={offset_bytes // block} "
-            f"count={size_bytes // block} 2>/dev/null"
-        )
+        source = self._dd(region, offset_bytes, size_bytes, write=False)
         self.commands += 1
         try:
-            data = await self._shell().binary(command, size_bytes)
+            if self.shell == "shell":
+                # Legacy shell: a cooked PTY mangles bytes; a file fetched by sync: does not.
+                async with self._file_lock:
+                    self._temp_used = True
+                    data = await self._sh().pull_via_file(
+                        f"dd {source} of={self._read_file} 2>/dev/null", self._read_file, size_bytes
+                    )
+            else:
+                data = await self._sh().binary(f"dd {source} 2>/dev/null", size_bytes)
         except MtkfsError as exc:
             # A phone unplugged, or a server that lost it: EIO for this reader, whatever the
             # cause's own errno. The next read opens a new connection and works once the
@@ -230,9 +261,11 @@ class AdbTransport(Transport):
         return data
 
     async def write(self, region: str, offset_bytes: int, data: bytes) -> None:
-        """``dd of=DISK bs=B seek=N conv=notrunc,fsync`` fed through shell v2's stdin, exit
-        status required (adb.md §5.5; never ``exec-in``, which loses data). The commit
-        pipeline then verifies with :meth:`read_back`."""
+        """Shell v2: ``dd of=DISK bs=B seek=N conv=notrunc,fsync`` fed through stdin, exit
+        status required (adb.md §5.5). Older phones: the bytes pushed to a temp file with
+        ``sync:`` SEND, then ``dd if=FILE of=DISK …`` as root, exit status required. Never
+        ``exec-in`` or a PTY's stdin, which lose data. The commit pipeline then verifies
+        with :meth:`digest` (the phone's hash tool) or :meth:`read_back`."""
         if not self.writable:
             raise ReadOnlyError(f"{self.description} was opened read-only")
         if offset_bytes % self.write_unit_bytes or len(data) % self.write_unit_bytes:
@@ -240,25 +273,52 @@ class AdbTransport(Transport):
                 f"unaligned write {region}+{offset_bytes:#x} ({len(data)} bytes): writes are "
                 f"whole {self.write_unit_bytes}-byte blocks"
             )
-        block = read_block_bytes(offset_bytes, len(data))
-        path = adb.safe_device_path(f"/dev/block/{self._disk_of[region]}")
-        command = (
-            f"dd of={path} bs={block} seek={offset_bytes // block} conv=notrunc,fsync 2>/dev/null"
-        )
+        target = self._dd(region, offset_bytes, len(data), write=True)
         self.commands += 1
-        await self._shell().feed(command, data)
+        if self.shell == "shell,v2":
+            await self._sh().feed(f"dd {target} 2>/dev/null", data)
+        else:
+            async with self._file_lock:
+                self._temp_used = True
+                await self._sh().push_then(
+                    self._write_file, data, f"dd if={self._write_file} {target} 2>/dev/null"
+                )
         self.bytes_written += len(data)
 
-    async def read_back(self, region: str, offset_bytes: int, size_bytes: int) -> bytes:
-        """A read that the phone's block cache cannot answer: ``blockdev --flushbufs`` first,
-        so the bytes come from the flash, not from the page cache the write just filled."""
+    async def _flush(self, region: str) -> None:
+        """``blockdev --flushbufs``: what follows reads the flash, not the page cache that the
+        write just filled."""
         path = adb.safe_device_path(f"/dev/block/{self._disk_of[region]}")
-        await self._shell().text(f"blockdev --flushbufs {path} 2>/dev/null", check=False)
+        await self._sh().text(f"blockdev --flushbufs {path} 2>/dev/null", check=False)
+
+    async def read_back(self, region: str, offset_bytes: int, size_bytes: int) -> bytes:
+        await self._flush(region)
         return await self.read(region, offset_bytes, size_bytes)
+
+    async def digest(
+        self, region: str, offset_bytes: int, size_bytes: int
+    ) -> tuple[str, bytes] | None:
+        """The phone's own hash of the range (``dd … | sha256sum``, or sha1/md5 where that is
+        all there is): one short answer instead of the bytes. None when it has no working
+        hash tool (Android ≤ 5 toolbox): the pipeline reads back instead."""
+        sh = self._sh()
+        if not self._hash_probed:
+            self._hash_tool = parse_hash_probe(await sh.text(hash_probe_command(), check=False))
+            self._hash_probed = True
+            log.info("%s: hash tool %s", self.serial, self._hash_tool or "none (reading back)")
+        if self._hash_tool is None:
+            return None
+        tool, algorithm = self._hash_tool
+        await self._flush(region)
+        source = self._dd(region, offset_bytes, size_bytes, write=False)
+        self.commands += 1
+        digest = parse_digest(await sh.text(f"dd {source} 2>/dev/null | {tool}"), algorithm)
+        self.verified_by_hash += 1
+        return algorithm, digest
 
     async def device_table(self) -> PartitionMap | None:
         """``/proc/dumchar_info`` (old MTK), else the by-name links with their sysfs ranges."""
-        sh = self._shell()
+        sh = self._sh()
         dumchar = await sh.text("cat /proc/dumchar_info 2>/dev/null", check=False)
         if looks_like_dumchar(dumchar):
             try:
@@ -292,7 +352,16 @@ class AdbTransport(Transport):
         )
 
     def device_report(self) -> dict[str, Any]:
-        return {"serial": self.serial, "shell": self.shell, "root": self.root_style}
+        return {
+            "kind": "adb",
+            "serial": self.serial,
+            "model": self.props.get("ro.product.model", ""),
+            "android": self.props.get("ro.build.version.release", ""),
+            "sdk": self.props.get("ro.build.version.sdk", ""),
+            "shell": self.shell,
+            "root": self.root_style,
+            "hash_tool": self._hash_tool[0] if self._hash_tool else None,
+        }
 
     def stats(self) -> dict[str, int | float]:
         return {
@@ -300,14 +369,59 @@ class AdbTransport(Transport):
             "adb_bytes_read": self.bytes_read,
             "adb_bytes_written": self.bytes_written,
             "adb_failed_commands": self.failed_commands,
+            "adb_verified_by_hash": self.verified_by_hash,
         }
 
     async def aclose(self) -> None:
-        """Nothing stays open between commands: each ran on its own server connection."""
+        """Remove the temp files old services used; nothing else stays open between commands
+        (each ran on its own server connection)."""
+        if self._temp_used:
+            with trio.move_on_after(10):
+                await self._sh().remove(self._read_file)
+                await self._sh().remove(self._write_file)
 
 
 def _disk_of(device: str) -> str:
     return "mmcblk0" if device.startswith("mmcblk0p") else device[:3]
+
+
+#: One command, three properties (``getprop`` answers an empty line for a missing one).
+_PROPS_COMMAND = "; ".join(f"echo {p}=$(getprop {p})" for p in (
+    "ro.build.version.sdk", "ro.build.version.release", "ro.product.model"))  # fmt: skip
+
+
+def parse_props(text: str) -> dict[str, str]:
+    """``name=value`` lines → properties, values made printable and short (device text)."""
+    props: dict[str, str] = {}
+    for line in text.splitlines():
+        name, sep, value = line.partition("=")
+        if sep and re.fullmatch(r"ro\.[a-z.]{1,40}", name.strip()):
+            props[name.strip()] = adb.printable(value.strip(), 80)
+    return props
+
+
+def _restarter(run: Runner, serial: str) -> Callable[[], Awaitable[bool]]:
+    """``adb root`` for :func:`find_root`: True once adbd restarted as root and is back."""
+
+    async def restart() -> bool:
+        try:
+            answer = await run(adb.root(serial))
+        except MtkfsError as exc:
+            log.debug("%s: adb root: %s", serial, exc)
+            return False
+        if "restarting adbd as root" not in answer:
+            log.debug("%s: adb root: %s", serial, answer)
+            return False
+        log.info("%s: adbd restarts as root; waiting for it", serial)
+        with trio.move_on_after(30):
+            while True:
+                await trio.sleep(0.5)
+                with contextlib.suppress(MtkfsError):
+                    if any(d.serial == serial and d.online for d in await run(adb.host_devices())):
+                        return True
+        return False
+
+    return restart
 
 
 def _choose(devices: list[adb.AdbDevice], serial: str | None) -> adb.AdbDevice:
@@ -335,99 +449,3 @@ def _choose(devices: list[adb.AdbDevice], serial: str | None) -> adb.AdbDevice:
     if not device.online:
         raise SourceError(f"{device.serial} is {device.state}, not ready: replug it")
     return device
-
-
-def _runner(address: tuple[str, int], timeout_s: float) -> Callable[[Op[T]], Any]:
-    """Run one operation on a fresh connection to the server (the adb client's way)."""
-
-    async def run(op: Op[T]) -> T:
-        link = await TcpLink.connect(*address, what="adb server")
-        try:
-            return await drive(op, link, timeout_s=timeout_s)
-        finally:
-            await link.aclose()
-
-    return run
-
-
-class _Shell:
-    """Commands on the phone through the chosen shell service, as root when that is needed."""
-
-    def __init__(
-        self,
-        run: Callable[[Op[Any]], Any],
-        serial: str,
-        service: str,
-        root_style: str,
-        record: list[str] | None = None,
-    ) -> None:
-        self._run, self.serial, self.service, self.root_style = run, serial, service, root_style
-        self._record = record
-
-    def _wrap(self, command: str) -> str:
-        if self.root_style == "su -c":
-            return f"su -c {adb.sh_quote(command)}"
-        if self.root_style == "su 0":
-            return f"su 0 sh -c {adb.sh_quote(command)}"
-        return command
-
-    async def _exec(self, command: str, length_bytes: int | None) -> adb.ShellResult:
-        wrapped = self._wrap(command)
-        if self._record is not None:
-            self._record.append(wrapped)
-        if self.service == "shell,v2":
-            result: adb.ShellResult = await self._run(
-                adb.shell_v2(self.serial, wrapped, expect_stdout_bytes=length_bytes)
-            )
-            return result
-        if length_bytes is None:
-            text: adb.ShellResult = await self._run(adb.legacy_shell(self.serial, wrapped))
-            return text
-        data: adb.ShellResult = await self._run(adb.exec_read(self.serial, wrapped, length_bytes))
-        return data
-
-    async def text(self, command: str, *, check: bool = True) -> str:
-        result = await self._exec(command, None)
-        if check and result.exit_status != 0:
-            raise TransportError(
-                f"{self.serial}: {command!r} failed (exit {result.exit_status}): "
-                f"{adb.printable(result.stderr or result.stdout)}"
-            )
-        return result.stdout.decode("utf-8", "replace").replace("\r\n", "\n")
-
-    async def feed(self, command: str, data: bytes) -> None:
-        """Run ``command`` with ``data`` on its stdin (shell v2 only); exit status 0 required."""
-        wrapped = self._wrap(command)
-        if self._record is not None:
-            self._record.append(wrapped)
-        result: adb.ShellResult = await self._run(adb.shell_v2(self.serial, wrapped, stdin=data))
-        if result.exit_status != 0:
-            raise TransportError(
-                f"{self.serial}: {command!r} failed (exit {result.exit_status}): "
-                f"{adb.printable(result.stderr or result.stdout)}"
-            )
-
-    async def binary(self, command: str, length_bytes: int) -> bytes:
-        result = await self._exec(command, length_bytes)
-        if result.exit_status != 0 or len(result.stdout) != length_bytes:
-            raise TransportError(
-                f"{self.serial}: {command!r} gave {len(result.stdout)} of {length_bytes} bytes "
-                f"(exit {result.exit_status}): {adb.printable(result.stderr)}"
-            )
-        return result.stdout
-
-
-async def _find_root(sh: _Shell) -> str:
-    """adb.md §5.4: adbd already root, then ``su -c`` (Magisk and kin), then ``su 0`` (AOSP)."""
-    for style, command in (("adbd", "id -u"), ("su -c", "su -c 'id -u'"), ("su 0", "su 0 id -u")):
-        try:
-            out = await sh.text(command, check=False)
-        except TransportError:
-            continue
-        if out.strip().splitlines()[-1:] == ["0"]:
-            return style
-    raise AuthRequiredError(
-        f"{sh.serial}: no root (id -u is not 0, and neither su -c nor su 0 gave root): the "
-        "block devices cannot be read. Root the phone (Magisk), or use a userdebug build "
-        "with `adb root`; or read it in BROM/preloader mode instead (mtkfs mount da:)"
-    )
