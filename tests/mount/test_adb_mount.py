@@ -41,11 +41,7 @@ def test_android12_phone_through_the_real_adb_server(
         with mounted(f"adb:{phone.serial}", tmp_path / "mnt") as mnt:
             status = json.loads((mnt / ".mtkfs" / "status.json").read_text())
             assert phone.serial in status["source"]
-            for name in ("lk", "boot", "nvram", "logo", "seccfg"):
-                part = p70a.by_name(name)
-                assert sha256_of(mnt / f"{name}.img") == sha256_of(
-                    p70a.folder / "User", part.offset_bytes, part.size_bytes
-                ), name
+            assert_partitions_equal(mnt, p70a, whole_bytes=512 << 20)
             if _loop_ok:
                 with loop_mounted(mnt / "system.img", tmp_path / "sys") as target:
                     assert "ro.board.platform" in (target / "build.prop").read_text()
@@ -152,10 +148,30 @@ def test_a_phone_lost_mid_copy_gives_eio_and_the_mount_recovers(
             assert stats["adb_failed_commands"] >= 1
 
 
-#: Partitions bigger than this are compared in windows (start, every 256 MiB, end): Android 4.4
-#: moves data at ~20 MB/s through its temp file and sync:, and the S650 holds 7 GiB.
-_WHOLE_BYTES = 128 << 20
+#: Partitions too big to compare whole are compared in windows of this size: Android 4.4 moves
+#: ~20 MB/s through its temp file and sync:, and the S650 holds 7 GiB; the P-70A holds 14.
 _WINDOW_BYTES = 4 << 20
+
+
+def assert_partitions_equal(mnt: Path, layout: Layout, whole_bytes: int = 128 << 20) -> None:
+    """Every partition file of the mount equals the fake phone's flash: whole up to
+    ``whole_bytes``, in 4 MiB windows (start, every 256 MiB, end) beyond."""
+    listing = json.loads((mnt / ".mtkfs" / "map.json").read_text())
+    for entry in listing["partitions"]:
+        if not entry["exposed"]:
+            continue
+        region, offset, size = entry["region"], entry["offset"], entry["size"]
+        windows = (
+            [(0, size)]
+            if size <= whole_bytes
+            else [(at, _WINDOW_BYTES) for at in range(0, size, 256 << 20)]
+            + [(size - _WINDOW_BYTES, _WINDOW_BYTES)]
+        )
+        with (mnt / entry["file"]).open("rb") as f:
+            for at, length in windows:
+                f.seek(at)
+                expected = region_bytes(layout, region, offset + at, length)
+                assert f.read(length) == expected, (entry["name"], hex(at))
 
 
 def test_android44_phone_of_seed_000_through_the_real_adb_server(
@@ -173,22 +189,7 @@ def test_android44_phone_of_seed_000_through_the_real_adb_server(
             assert listing["map"].startswith("dumchar_info")
             names = [p["name"] for p in listing["partitions"]]
             assert {"preloader", "nvram", "bootimg", "recovery", "android", "usrdata"} <= set(names)
-            for entry in listing["partitions"]:
-                if not entry["exposed"]:
-                    continue
-                file = mnt / entry["file"]
-                region, offset, size = entry["region"], entry["offset"], entry["size"]
-                windows = (
-                    [(0, size)]
-                    if size <= _WHOLE_BYTES
-                    else [(at, _WINDOW_BYTES) for at in range(0, size, 256 << 20)]
-                    + [(size - _WINDOW_BYTES, _WINDOW_BYTES)]
-                )
-                with file.open("rb") as f:
-                    for at, length in windows:
-                        f.seek(at)
-                        expected = region_bytes(s650, region, offset + at, length)
-                        assert f.read(length) == expected, (entry["name"], hex(at))
+            assert_partitions_equal(mnt, s650)
             if _loop_ok:
                 with loop_mounted(mnt / "android.img", tmp_path / "sys") as target:
                     assert (target / "build.prop").read_text()
