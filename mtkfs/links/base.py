@@ -41,6 +41,15 @@ class Link(abc.ABC):
         """Read exactly ``size`` bytes; TransportTimeout if they do not come within
         ``timeout_s`` (measured from the call), DeviceGoneError if the link closed."""
 
+    async def recv_some(self, max_bytes: int, timeout_s: float) -> bytes:
+        """At least one byte and at most ``max_bytes``: whatever has come. For streams without
+        framing (a console's text); TransportTimeout if nothing comes within ``timeout_s``.
+
+        This default reads one byte at a time; links with a receive buffer return it whole.
+        """
+        del max_bytes
+        return await self.recv_exactly(1, timeout_s)
+
     @abc.abstractmethod
     async def aclose(self) -> None:
         """Close the link; idempotent."""

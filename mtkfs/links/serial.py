@@ -159,6 +159,19 @@ class FdLink(Link):
             f"({len(self._rx)} came)"
         )
 
+    async def recv_some(self, max_bytes: int, timeout_s: float) -> bytes:
+        """What has come, at least one byte, at most ``max_bytes``."""
+        self._check_open()
+        await trio.lowlevel.checkpoint_if_cancelled()
+        with trio.move_on_after(timeout_s):
+            if not self._rx:
+                await self._fill()
+            data = bytes(self._rx[:max_bytes])
+            del self._rx[:max_bytes]
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return data
+        raise TransportTimeout(f"{self.description}: nothing came within {timeout_s:g} s")
+
     async def _fill(self) -> None:
         """One successful read(2) into the buffer, waiting for readability as needed.
 
@@ -254,6 +267,26 @@ class SerialUrlLink(Link):
         del self._rx[:size]
         await trio.lowlevel.checkpoint()
         return data
+
+    async def recv_some(self, max_bytes: int, timeout_s: float) -> bytes:
+        """What has come, at least one byte, at most ``max_bytes`` (thread slices)."""
+        if not self._rx:
+            self._rx += await self.recv_exactly(1, timeout_s)
+            try:  # and whatever else is already waiting, without blocking
+                waiting = await trio.to_thread.run_sync(self._waiting, limiter=self._limiter)
+                if waiting:
+                    self._rx += await trio.to_thread.run_sync(
+                        self._read_slice, min(waiting, max_bytes), 0.0, limiter=self._limiter
+                    )
+            except (serial.SerialException, OSError) as exc:
+                raise _gone(self.description, exc) from exc
+        data = bytes(self._rx[:max_bytes])
+        del self._rx[:max_bytes]
+        return data
+
+    def _waiting(self) -> int:
+        """Bytes the port has received and not yet handed over (0 if it cannot tell)."""
+        return int(getattr(self.port, "in_waiting", 0))
 
     def _read_slice(self, wanted_bytes: int, slice_s: float) -> bytes:
         self.port.timeout = slice_s

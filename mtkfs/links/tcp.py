@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import os
+import socket
 
 import trio
 
@@ -29,6 +30,7 @@ class TcpLink(Link):
         self.description = description
         self._rx = bytearray()
         self._closed = False
+        self._quickack: int | None = getattr(socket, "TCP_QUICKACK", None)
 
     @classmethod
     async def connect(cls, host: str, port: int, *, what: str, timeout_s: float = 5.0) -> TcpLink:
@@ -55,6 +57,19 @@ class TcpLink(Link):
             raise DeviceGoneError(f"{self.description}: connection lost while sending") from exc
 
     async def recv_exactly(self, size: int, timeout_s: float) -> bytes:
+        await self._buffer(size, timeout_s)
+        data = bytes(self._rx[:size])
+        del self._rx[:size]
+        return data
+
+    async def recv_some(self, max_bytes: int, timeout_s: float) -> bytes:
+        await self._buffer(1, timeout_s)
+        data = bytes(self._rx[:max_bytes])
+        del self._rx[:max_bytes]
+        return data
+
+    async def _buffer(self, size: int, timeout_s: float) -> None:
+        """Receive until ``size`` bytes are buffered; TransportTimeout after ``timeout_s``."""
         with trio.move_on_after(timeout_s):
             while len(self._rx) < size:
                 try:
@@ -69,13 +84,22 @@ class TcpLink(Link):
                         f"({len(self._rx)} of {size} bytes came)"
                     )
                 self._rx += chunk
-            data = bytes(self._rx[:size])
-            del self._rx[:size]
-            return data
+                self._quick_ack()
+            return
         raise TransportTimeout(
             f"{self.description}: {size - len(self._rx)} of {size} bytes did not come within "
             f"{timeout_s:g} s"
         )
+
+    def _quick_ack(self) -> None:
+        """Acknowledge at once (Linux re-enables delayed ACKs after every receive). A console
+        peer that echoes keystrokes one small packet at a time (QEMU's serial server, a
+        serial-to-TCP bridge) would otherwise stall ~40 ms per packet on Nagle + delayed ACK."""
+        if self._quickack is not None:
+            try:
+                self._stream.setsockopt(socket.IPPROTO_TCP, self._quickack, 1)
+            except OSError:
+                self._quickack = None
 
     async def aclose(self) -> None:
         if self._closed:
