@@ -121,7 +121,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         metavar="DIR",
         help="keep fetched chunks on disk under DIR, so an interrupted copy resumes without "
-        "reading them again (revalidated with the device's checksum where it has one)",
+        "reading them again (revalidated with the device's checksum where it has one); "
+        "uboot: sources do this by default in $XDG_CACHE_HOME/mtkfs/chunks",
+    )
+    mount.add_argument(
+        "--no-cache-dir",
+        action="store_true",
+        help="keep no chunks on disk, not even for a uboot: source",
     )
     mount.add_argument(
         "--trust-cache",
@@ -190,6 +196,19 @@ def _add_map_args(parser: argparse.ArgumentParser) -> None:
 # -- mount ---------------------------------------------------------------------------------------
 
 
+def _cache_dir(args: argparse.Namespace) -> Path | None:
+    """``--cache-dir``; for a ``uboot:`` source, the user's cache folder unless
+    ``--no-cache-dir``: a console dump is hours, and must survive an interrupted copy."""
+    if args.no_cache_dir:
+        return None
+    if args.cache_dir is not None:
+        return Path(args.cache_dir).absolute()
+    if str(args.source).startswith("uboot:"):
+        base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        return Path(base) / "mtkfs" / "chunks"
+    return None
+
+
 def _mount_config(args: argparse.Namespace) -> MountConfig:
     options = tuple(o.strip() for group in args.options for o in group.split(",") if o.strip())
     return MountConfig(
@@ -201,7 +220,7 @@ def _mount_config(args: argparse.Namespace) -> MountConfig:
         cache_bytes=parse_size(args.cache_size),
         log_file=args.log,
         link_model=None if args.link_model is None else parse_link_spec(args.link_model),
-        cache_dir=None if args.cache_dir is None else args.cache_dir.absolute(),
+        cache_dir=_cache_dir(args),
         trust_cache=args.trust_cache,
         unlock=tuple(args.unlock),
         unlock_regions=args.unlock_regions,
@@ -270,6 +289,8 @@ def _daemon_argv(
         argv += ["--link-model", link_model]
     if config.cache_dir is not None:
         argv += ["--cache-dir", str(config.cache_dir)]
+    else:
+        argv += ["--no-cache-dir"]  # a uboot: source would otherwise take the default
     if config.trust_cache:
         argv.append("--trust-cache")
     for name in config.unlock:
@@ -444,6 +465,12 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(f"phone:     {device['model'] or 'unknown model'}, Android {device['android']} "
               f"(SDK {device['sdk']})")  # fmt: skip
         print(f"service:   {device['shell']}, root by {device['root']}")
+    elif device.get("kind") == "uboot":
+        print(
+            f"console:   prompt {device['prompt']!r}, {device['byte_order']}-endian, md width "
+            f"{device['md_width']} bytes, staging RAM at {device['staging_ram']}"
+        )
+        print(f"flash:     {device['flash_description'] or device['flash']}")
     elif device:
         security = device["target_config"]
         print(f"chip:      {device['chip']} (hw code {device['hw_code']})")

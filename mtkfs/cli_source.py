@@ -43,6 +43,31 @@ def add_source_args(parser: argparse.ArgumentParser) -> None:
         f"reconnects (default {DEFAULT_IO_TIMEOUT_S:g})",
     )
     group.add_argument("--sim-faults", metavar="SPEC", help=argparse.SUPPRESS)
+    board = parser.add_argument_group("boards at a U-Boot prompt (uboot: sources)")
+    board.add_argument(
+        "--flash",
+        metavar="KIND",
+        help="which flash U-Boot reads: sf[:BUS:CS], mmc[:DEV], virtio[:DEV], "
+        "nand:SIZE:ERASE, mem:BASE:SIZE[:ERASE] (memory-mapped NOR); default: probe sf, mmc, "
+        "virtio",
+    )
+    board.add_argument(
+        "--ram",
+        metavar="ADDR",
+        help="RAM address U-Boot may use as a staging buffer (default: $loadaddr or "
+        "$kernel_addr_r, checked against bdinfo)",
+    )
+    board.add_argument(
+        "--chunk-size",
+        metavar="SIZE",
+        help="bytes U-Boot dumps per command (default 64k; 4k to 1M, a multiple of 512): "
+        "smaller chunks lose less to a garbled line on a noisy UART",
+    )
+    board.add_argument(
+        "--prompt",
+        metavar="TEXT",
+        help="the board's prompt, if learning it fails (e.g. 'MStar # ')",
+    )
 
 
 def source_options(args: argparse.Namespace) -> SourceOptions:
@@ -53,6 +78,10 @@ def source_options(args: argparse.Namespace) -> SourceOptions:
         io_timeout_s=max(0.05, args.io_timeout),
         wait_s=max(0.0, args.wait),
         sim_faults=args.sim_faults,
+        flash=args.flash,
+        ram=args.ram,
+        prompt=args.prompt,
+        chunk_size=args.chunk_size,
     )
 
 
@@ -67,4 +96,13 @@ def source_argv(options: SourceOptions) -> list[str]:
         argv += ["--wait", repr(options.wait_s)]
     if options.sim_faults is not None:
         argv += ["--sim-faults", options.sim_faults]
+    uboot_flags = {
+        "--flash": options.flash,
+        "--ram": options.ram,
+        "--prompt": options.prompt,
+        "--chunk-size": options.chunk_size,
+    }
+    for flag, value in uboot_flags.items():
+        if value is not None:
+            argv += [flag, value]
     return argv

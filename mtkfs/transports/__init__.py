@@ -23,7 +23,6 @@ from mtkfs.transports.image import ImageTransport
 __all__ = ["ImageTransport", "SourceOptions", "Transport", "open_transport"]
 
 #: Source prefixes that later transports will claim; a PATH never looks like these.
-_SCHEMES = ("uboot:",)
 
 
 @dataclass(frozen=True)
@@ -38,6 +37,8 @@ class SourceOptions:
         wait_s: ``--wait``: how long to wait for a phone to be plugged in (0: it must be there).
         sim_faults: hidden ``--sim-faults``: wire faults of a simulated phone (tests; see
             :mod:`mtkfs.testing.wirefaults`).
+        flash, ram, prompt, chunk_size: ``--flash``, ``--ram``, ``--prompt``, ``--chunk-size``
+            for ``uboot:`` sources.
     """
 
     da_file: Path | None = None
@@ -45,6 +46,10 @@ class SourceOptions:
     io_timeout_s: float = DEFAULT_IO_TIMEOUT_S
     wait_s: float = 0.0
     sim_faults: str | None = None
+    flash: str | None = None
+    ram: str | None = None
+    prompt: str | None = None
+    chunk_size: str | None = None
 
 
 async def open_transport(
@@ -69,12 +74,8 @@ async def open_transport(
         return await AdbTransport.open(
             serial, writable=writable, io_timeout_s=max(options.io_timeout_s, 30.0)
         )
-    for scheme in _SCHEMES:
-        if source.startswith(scheme):
-            raise SourceError(
-                f"{source}: the {scheme[:-1]} transport is not available in this version of "
-                "mtkfs; mount a readback image or folder instead"
-            )
+    if source.startswith("uboot:"):
+        return await _open_uboot(source, writable=writable, options=options)
     if source.startswith("image:"):
         source = source[len("image:") :]
     return ImageTransport.open(Path(source), writable=writable)
@@ -169,3 +170,26 @@ async def _connect_da(
     except BaseException:
         await link.aclose()
         raise
+
+
+async def _open_uboot(source: str, *, writable: bool, options: SourceOptions) -> Transport:
+    """``uboot:PORT``: a tty path (``?baud=N``) or a pyserial URL (``socket://``, ``rfc2217://``)."""
+    from mtkfs.transports.uboot import DEFAULT_CHUNK_BYTES, UbootOptions, UbootTransport
+    from mtkfs.transports.uboot_flash import parse_flash_option, parse_size
+
+    target = source.removeprefix("uboot:")
+    if not target:
+        raise SourceError("uboot: needs the console: uboot:/dev/ttyUSB0?baud=115200 or a URL")
+    uboot_options = UbootOptions(
+        flash=None if options.flash is None else parse_flash_option(options.flash),
+        ram_address=None if options.ram is None else parse_size(options.ram, "--ram"),
+        prompt=options.prompt,
+        chunk_bytes=(
+            DEFAULT_CHUNK_BYTES
+            if options.chunk_size is None
+            else parse_size(options.chunk_size, "--chunk-size")
+        ),
+        io_timeout_s=options.io_timeout_s,
+        wait_s=max(options.wait_s, 30.0),
+    )
+    return await UbootTransport.open(target, writable=writable, options=uboot_options)

@@ -85,5 +85,5 @@ def test_bad_sources(tmp_path: Path) -> None:
     _write(empty / "User", b"")
     with pytest.raises(SourceError, match="empty"):
         ImageTransport.open(empty)
-    with pytest.raises(SourceError, match="not available"):
-        trio.run(open_transport, "uboot:/dev/ttyUSB0")
+    with pytest.raises(SourceError, match="mtkfs-no-such-tty"):
+        trio.run(open_transport, "uboot:/dev/mtkfs-no-such-tty")
