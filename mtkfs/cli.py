@@ -404,6 +404,7 @@ async def _ls_report(args: argparse.Namespace) -> dict[str, Any]:
             map_files=args.map,
             no_map=args.no_map,
             device_table=await transport.device_table(),
+            probe_limit_bytes=transport.probe_limit_bytes,
         )
         return map_report(transport.description, transport.regions.values(), pmap)
     finally:

@@ -265,6 +265,7 @@ async def serve(config: MountConfig, on_ready: Callable[[], None]) -> None:
             map_files=config.map_files,
             no_map=config.no_map,
             device_table=await transport.device_table(),
+            probe_limit_bytes=transport.probe_limit_bytes,
         )
         check_unlocks(config, pmap)
         for warning in pmap.warnings:

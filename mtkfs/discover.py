@@ -96,6 +96,7 @@ async def discover_map(
     map_files: Sequence[Path] = (),
     no_map: bool = False,
     device_table: PartitionMap | None = None,
+    probe_limit_bytes: int | None = None,
 ) -> PartitionMap:
     """The partition map for a source; see the module docstring for the order.
 
@@ -103,7 +104,12 @@ async def discover_map(
     ``device_table``: what the device reports by a command of its own (a DA's partition
     table): every disagreement with the map mtkfs uses becomes a warning, and it is the map
     when nothing else is found.
+    ``probe_limit_bytes``: the most the table probes may ask for (a slow link's
+    :attr:`~mtkfs.transports.base.Transport.probe_limit_bytes`); past it the search stops as
+    if nothing were found — its error says to pass ``--map``.
     """
+    if probe_limit_bytes is not None:
+        read = _limited(read, probe_limit_bytes)
     if no_map:
         return PartitionMap((), "none (--no-map)")
     if device_table is None or not device_table.partitions:
@@ -124,6 +130,25 @@ async def discover_map(
         return replace(named, warnings=(*named.warnings, note))
     warnings = cross_check(pmap, pmap.origin, device_table)
     return replace(pmap, warnings=(*pmap.warnings, *warnings)) if warnings else pmap
+
+
+def _limited(read: AsyncRead, limit_bytes: int) -> AsyncRead:
+    """``read`` that refuses (NoMapError) once probes asked for more than ``limit_bytes``:
+    scanning 10 MiB for a PMT is instant in an image and an hour over a 115200-baud console."""
+    asked = 0
+
+    async def limited(region: str, offset_bytes: int, size_bytes: int) -> bytes:
+        nonlocal asked
+        asked += size_bytes
+        if asked > limit_bytes:
+            raise NoMapError(
+                f"stopped looking for a partition table after {limit_bytes} bytes: this link "
+                "is too slow to scan the flash for one; pass --map FILE (a boot log with the "
+                "MTD lines, mtdparts=, a scatter file…) or --no-map"
+            )
+        return await read(region, offset_bytes, size_bytes)
+
+    return limited
 
 
 async def _discover(

@@ -48,6 +48,9 @@ class Transport(abc.ABC):
     kernel_readahead_bytes: int = 128 << 10
     writable: bool = False
     write_unit_bytes: int = 512
+    #: The most the partition-table probes may ask for (None: no limit). A slow link (a
+    #: serial console) sets it so that mounting never scans megabytes for a table.
+    probe_limit_bytes: int | None = None
 
     @abc.abstractmethod
     async def read(self, region: str, offset_bytes: int, size_bytes: int) -> bytes:
