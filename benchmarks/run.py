@@ -35,6 +35,7 @@ import bench_image
 import bench_lazy
 import bench_link
 import bench_random
+import bench_uboot
 import bench_write
 from benchlib import GiB, MiB, Report, mount_supports
 from images import build_bench_image, build_nor_image
@@ -49,6 +50,7 @@ NAMES = {
     5: "5 writes",
     6: "6 DA (sim, usb2)",
     7: "7 adb (fake phone)",
+    8: "8 U-Boot (sim, 115200 baud)",
 }
 
 
@@ -126,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
             5: lambda: bench_write.run(report, image, work),
             6: lambda: bench_da.run(report, work),
             7: lambda: bench_adb.run(report, work),
+            8: lambda: bench_uboot.run(report, work),
         }
         for number in selected:
             print(f"benchmark {NAMES[number]}…", flush=True)
