@@ -171,9 +171,10 @@ class SimBoard:
     arriving while N are unread are lost, like a real UART's FIFO).
 
     Timing (seconds): ``banner_delay_s`` from power-on (the first connection) to the sign-on
-    (keep it above ~0.05: pyserial's ``socket://`` open() discards what arrives meanwhile), ``autoboot_step_s`` per
-    countdown step, ``boot_script_s`` for the failing boot when nobody stops the countdown,
-    ``xyz_char_timeout_s``/``xyz_initial_timeout_s`` for loadx/loady (U-Boot: 2 and 90).
+    (keep it above ~0.05: pyserial's ``socket://`` open() discards what arrives meanwhile),
+    ``autoboot_step_s`` per countdown step, ``boot_script_s`` for the failing boot when nobody
+    stops the countdown, ``xyz_char_timeout_s``/``xyz_initial_timeout_s`` for loadx/loady
+    (U-Boot: 2 and 90).
     """
 
     byte_order: Literal["little", "big"] = "little"

@@ -19,6 +19,7 @@ from mounting import force_unmount, foreground_daemon, mounted
 
 from mtkfs.testing.disk import Layout, build_nor, pseudo_random
 from mtkfs.testing.sim_uboot import ConsoleFaults, SimBoard, SpiNor, running_console
+from mtkfs.testing.sim_uboot_board import Emmc
 
 _fuse_ok, _fuse_why = fuse_available()
 pytestmark = [
@@ -162,3 +163,23 @@ def test_a_write_to_sf_nor_is_erased_written_and_verified(nor: Layout, tmp_path:
     with flash.open("rb") as f:
         f.seek(part.offset_bytes)
         assert f.read(64 << 10) == bytes(expected)
+
+
+def test_emmc_behind_mmc_with_its_gpt_and_boot_partitions(p70a: Layout, tmp_path: Path) -> None:
+    """The P-70A's eMMC behind ``mmc``: the GPT read from the user area (512-byte blocks), the
+    boot partitions through ``mmc dev 0 1|2`` as regions boot1/boot2, partitions byte-exact."""
+    board = SimBoard(
+        mmc=(Emmc(user=p70a.regions["user"], boot0=p70a.regions["boot1"],
+                  boot1=p70a.regions["boot2"]),),
+        banner_delay_s=0.02, autoboot_step_s=0.1, boot_script_s=0.2,
+    )  # fmt: skip
+    args = ("--flash", "mmc", "--no-cache-dir")
+    with (
+        running_console(board) as console,
+        mounted(f"uboot:{console.url}", tmp_path / "mnt", *args) as mnt,
+    ):
+        for name in ("lk", "seccfg", "nvram"):
+            assert (mnt / f"{name}.img").read_bytes() == p70a.read(name), name
+        boot1 = p70a.regions["boot1"].read_bytes()
+        assert (mnt / "regions" / "boot1.img").read_bytes() == boot1
+        assert any(line.startswith("mmc dev 0 1") for line in console.log)
