@@ -147,14 +147,8 @@ class Console:
         """
         if self.prompt is None:
             raise TransportError("U-Boot console used before attach()")
-        if not command or len(command) > MAX_COMMAND_CHARS or any(c in command for c in "\r\n\0"):
-            raise TransportError(f"refusing to type {command!r:.80} into U-Boot")
         self.commands += 1
-        for start in range(0, len(command), uboot.MAX_ECHO_PIECE_BYTES):
-            piece = command[start : start + uboot.MAX_ECHO_PIECE_BYTES]
-            await self._send(piece.encode("ascii"))
-            await self._expect_echo(piece)
-        await self._send(uboot.LINE_END)
+        await self._type(command)
         raw = await self._until_prompt(command)
         self._check_reset(raw)
         try:
@@ -169,11 +163,7 @@ class Console:
         if self.prompt is None:
             raise TransportError("U-Boot console used before attach()")
         self.commands += 1
-        for start in range(0, len(command), uboot.MAX_ECHO_PIECE_BYTES):
-            piece = command[start : start + uboot.MAX_ECHO_PIECE_BYTES]
-            await self._send(piece.encode("ascii"))
-            await self._expect_echo(piece)
-        await self._send(uboot.LINE_END)
+        await self._type(command)
         got = ""
         with trio.move_on_after(timeout_s):
             # The whole Ready line: what follows it is the receiver's, not ours to show.
@@ -196,6 +186,16 @@ class Console:
         nonce = secrets.token_hex(4)
         output = await self.run(uboot.with_end_marker(command, nonce))
         return uboot.parse_marked_status(output, nonce)
+
+    async def _type(self, command: str) -> None:
+        """Type ``command`` in echo-checked pieces, then the one line terminator."""
+        if not command or len(command) > MAX_COMMAND_CHARS or any(c in command for c in "\r\n\0"):
+            raise TransportError(f"refusing to type {command!r:.80} into U-Boot")
+        for start in range(0, len(command), uboot.MAX_ECHO_PIECE_BYTES):
+            piece = command[start : start + uboot.MAX_ECHO_PIECE_BYTES]
+            await self._send(piece.encode("ascii"))
+            await self._expect_echo(piece)
+        await self._send(uboot.LINE_END)
 
     async def _expect_echo(self, piece: str) -> None:
         got = ""
