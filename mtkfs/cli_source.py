@@ -64,6 +64,12 @@ def add_source_args(parser: argparse.ArgumentParser) -> None:
         "smaller chunks lose less to a garbled line on a noisy UART",
     )
     board.add_argument(
+        "--stop-key",
+        metavar="TEXT",
+        help="what stops a keyed autoboot (CONFIG_AUTOBOOT_KEYED builds: e.g. 'tpl'); default "
+        "Ctrl-C, which any ordinary countdown accepts",
+    )
+    board.add_argument(
         "--prompt",
         metavar="TEXT",
         help="the board's prompt, if learning it fails (e.g. 'MStar # ')",
@@ -82,6 +88,7 @@ def source_options(args: argparse.Namespace) -> SourceOptions:
         ram=args.ram,
         prompt=args.prompt,
         chunk_size=args.chunk_size,
+        stop_key=args.stop_key,
     )
 
 
@@ -101,6 +108,7 @@ def source_argv(options: SourceOptions) -> list[str]:
         "--ram": options.ram,
         "--prompt": options.prompt,
         "--chunk-size": options.chunk_size,
+        "--stop-key": options.stop_key,
     }
     for flag, value in uboot_flags.items():
         if value is not None:

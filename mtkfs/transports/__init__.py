@@ -37,8 +37,8 @@ class SourceOptions:
         wait_s: ``--wait``: how long to wait for a phone to be plugged in (0: it must be there).
         sim_faults: hidden ``--sim-faults``: wire faults of a simulated phone (tests; see
             :mod:`mtkfs.testing.wirefaults`).
-        flash, ram, prompt, chunk_size: ``--flash``, ``--ram``, ``--prompt``, ``--chunk-size``
-            for ``uboot:`` sources.
+        flash, ram, prompt, chunk_size, stop_key: ``--flash``, ``--ram``, ``--prompt``,
+            ``--chunk-size``, ``--stop-key`` for ``uboot:`` sources.
     """
 
     da_file: Path | None = None
@@ -50,6 +50,7 @@ class SourceOptions:
     ram: str | None = None
     prompt: str | None = None
     chunk_size: str | None = None
+    stop_key: str | None = None
 
 
 async def open_transport(
@@ -184,6 +185,7 @@ async def _open_uboot(source: str, *, writable: bool, options: SourceOptions) ->
         flash=None if options.flash is None else parse_flash_option(options.flash),
         ram_address=None if options.ram is None else parse_size(options.ram, "--ram"),
         prompt=options.prompt,
+        stop_key=options.stop_key,
         chunk_bytes=(
             DEFAULT_CHUNK_BYTES
             if options.chunk_size is None

@@ -73,6 +73,7 @@ class UbootOptions:
     flash: FlashSpec | None = None
     ram_address: int | None = None
     prompt: str | None = None
+    stop_key: str | None = None
     chunk_bytes: int = DEFAULT_CHUNK_BYTES
     io_timeout_s: float = 10.0
     wait_s: float = 30.0
@@ -155,7 +156,18 @@ class UbootTransport(Transport):
             raise SourceError("the chunk size must be a multiple of 512 from 4 KiB to 1 MiB")
         link = await open_console_link(target)
         try:
-            console = Console(link, prompt=options.prompt, io_timeout_s=options.io_timeout_s)
+            key = uboot.CTRL_C
+            if options.stop_key is not None:
+                if (
+                    not options.stop_key.isascii()
+                    or not options.stop_key.isprintable()
+                    or not 0 < len(options.stop_key) <= 32
+                ):
+                    raise SourceError("--stop-key: 1 to 32 printable characters")
+                key = options.stop_key.encode("ascii", "strict")
+            console = Console(
+                link, prompt=options.prompt, io_timeout_s=options.io_timeout_s, stop_key=key
+            )
             await console.attach(options.wait_s)
             env = uboot.parse_env(await console.run("printenv"))
             board = uboot.parse_bdinfo(await console.run("bdinfo"))

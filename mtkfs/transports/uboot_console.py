@@ -109,7 +109,10 @@ class Console:
         tails: list[str] = []
         deadline = trio.current_time() + wait_s
         while trio.current_time() < deadline:
-            await self._send(self.stop_key)
+            # A keyed autoboot's string, then Ctrl-C: once at the prompt, the Ctrl-C clears
+            # the typed key and prints a fresh prompt line, which is what is counted.
+            key = self.stop_key
+            await self._send(key if key == uboot.CTRL_C else key + uboot.CTRL_C)
             text = await self._listen(0.15, 1.0)
             seen.append(text)
             if not text:

@@ -183,3 +183,19 @@ def test_emmc_behind_mmc_with_its_gpt_and_boot_partitions(p70a: Layout, tmp_path
         boot1 = p70a.regions["boot1"].read_bytes()
         assert (mnt / "regions" / "boot1.img").read_bytes() == boot1
         assert any(line.startswith("mmc dev 0 1") for line in console.log)
+
+
+def test_a_keyed_autoboot_stops_with_stop_key(nor: Layout, tmp_path: Path) -> None:
+    """CONFIG_AUTOBOOT_KEYED boards wait for their own string during the countdown:
+    ``--stop-key`` types it (followed by Ctrl-C, which then gives the fresh prompt lines that
+    attaching counts), and the board mounts. (This simulator also lets Ctrl-C interrupt the
+    boot that follows an unstopped countdown, so the test shows the key path works, not that
+    it was the only way in.)"""
+    board = _board(nor.regions["flash"], autoboot_keyed="tpl", boot_script_s=30.0)
+    args = ("--flash", "sf", "--map", str(nor.folder / "mtdparts.txt"), "--no-cache-dir",
+            "--stop-key", "tpl")  # fmt: skip
+    with (
+        running_console(board) as console,
+        mounted(f"uboot:{console.url}", tmp_path / "mnt", *args) as mnt,
+    ):
+        assert (mnt / "env.img").read_bytes() == nor.read("env")
