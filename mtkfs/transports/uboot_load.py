@@ -7,8 +7,11 @@ It is synchronous (``getc``/``putc`` callbacks), so it runs in a worker thread t
 into trio for every read and write of the link. YMODEM (``loady``) adds only a file-name block
 — no gain for raw ranges. The ~11 KB/s this gets at 115200 baud is four times what ``md`` reads.
 
-XMODEM pads the last block with 0x1A, so ``loadx`` reports a total rounded up to 1 KiB: the
-transport checks ``crc32`` of exactly the bytes it sent, never the reported size alone.
+Known limit (seen on U-Boot 2023.01 under QEMU): ``loadx`` strips trailing 0x1A bytes from
+*any* block whose last three bytes are 0x1A, not only the padded last one, so data with such a
+block lands shifted in RAM. The transport checks ``crc32`` of the RAM against the bytes it sent
+before anything is erased, so such a write fails (EIO) without touching the flash; ``loady``
+(which sends the length) is the fix to come.
 """
 
 from __future__ import annotations
