@@ -162,6 +162,13 @@ class VerifyError(TransportError):
     errno = _errno.EIO
 
 
+class BadBlockError(TransportError):
+    """A raw-NAND bad block lies in the range: its bytes cannot be served or written in place
+    (the bootloader skips bad blocks, so what it returns there is the next block's data)."""
+
+    errno = _errno.EIO
+
+
 class JournalError(MtkfsError):
     """The write journal needs the user's decision before writes may continue."""
 

@@ -3,7 +3,7 @@
 mtkfs reads a device's flash through U-Boot's own shell when nothing better is available: a
 back-end command (``sf read``, ``mmc read``, ``virtio read``, ``nand read``) copies a chunk of
 flash into a RAM staging buffer, ``crc32`` checksums it there, and ``md`` prints it as hex for
-the host to parse; writes go the other way with ``loadx`` and the back-end's erase and write.
+the host to parse; writes go the other way with ``loady`` and the back-end's erase and write.
 This module builds those commands and reads their answers; it never touches the line —
 :mod:`mtkfs.transports.uboot_console` owns the timing. Facts come from
 ``../shared/reference/uboot.md`` and U-Boot 2023.01's source (cmd/mem.c,
@@ -47,6 +47,8 @@ from mtkfs.protocols.uboot_board import (
 )
 from mtkfs.protocols.uboot_flash import (
     BLOCK_BYTES,
+    NAND_BAD_COMMAND,
+    NAND_INFO_COMMAND,
     MmcInfo,
     SpiFlash,
     check_blocks_result,
@@ -67,6 +69,8 @@ from mtkfs.protocols.uboot_flash import (
     parse_mmc_info,
     parse_mtdparts_devices,
     parse_mtdparts_listing,
+    parse_nand_bad,
+    parse_nand_erase_bytes,
     parse_part_list,
     parse_sf_probe,
     parse_virtio_info,
@@ -102,6 +106,8 @@ __all__ = [
     "MAX_ECHO_PIECE_BYTES",
     "MAX_PROMPT_CHARS",
     "MD_LINE_BYTES",
+    "NAND_BAD_COMMAND",
+    "NAND_INFO_COMMAND",
     "RELOC_MARGIN_BYTES",
     "BoardInfo",
     "ByteOrder",
@@ -153,6 +159,8 @@ __all__ = [
     "parse_mmc_info",
     "parse_mtdparts_devices",
     "parse_mtdparts_listing",
+    "parse_nand_bad",
+    "parse_nand_erase_bytes",
     "parse_part_list",
     "parse_sf_probe",
     "parse_virtio_info",
@@ -610,7 +618,7 @@ _LOAD_TOTAL = re.compile(r"## Total Size\s*=\s*0x([0-9a-f]+) = (\d+) Bytes")
 
 def parse_load_total(text: str) -> int:
     """The byte count of ``## Total Size      = 0x000186a0 = 100000 Bytes`` after a load.
-    XMODEM pads the last block, so this may exceed the file (loadx counts whole blocks).
+    XMODEM (loadx) counts whole padded blocks; YMODEM (loady) the length it was told.
     TransportError on ``## Binary (xmodem) download aborted``."""
     if "download aborted" in text or find_error(text) is not None:
         raise TransportError(f"load: U-Boot says {failure_message(text)!r}")

@@ -390,6 +390,54 @@ def check_nand_erase_result(text: str, offset: int, size_bytes: int) -> list[int
     return [int(m.group(1), 16) for m in _NAND_SKIPPED.finditer(text)]
 
 
+NAND_BAD_COMMAND = "nand bad"
+NAND_INFO_COMMAND = "nand info"
+
+_NAND_INFO_ERASE = re.compile(r"\s*Erase size\s+(\d+) b\s*")
+
+
+def parse_nand_erase_bytes(text: str) -> int:
+    """Device 0's ``Erase size  131072 b`` from ``nand info`` (cmd/nand.c
+    nand_print_and_set_info): the unit every erase and bad block is counted in."""
+    sizes = [
+        int(m.group(1)) for line in text_lines(text) if (m := _NAND_INFO_ERASE.fullmatch(line))
+    ]
+    if not sizes:
+        if "no devices available" in text or find_error(text) is not None:
+            raise TransportError(_said("nand info", text))
+        raise RemoteProtocolError(f"nand info: no 'Erase size' line in {printable(text)!r}")
+    if sizes[0] <= 0 or sizes[0] & (sizes[0] - 1):
+        raise RemoteProtocolError(f"nand info: erase size {sizes[0]} is not a power of two")
+    return sizes[0]
+
+
+_NAND_BAD_HEADER = re.compile(r"Device (\d+) bad blocks:")
+_NAND_BAD_ROW = re.compile(r"\s*([0-9a-f]{8,16})\s*")
+
+
+def parse_nand_bad(text: str, erase_bytes: int) -> list[int]:
+    """The bad-block offsets ``nand bad`` lists (``Device 0 bad blocks:`` then one
+    ``  00040000`` per block, cmd/nand.c). Each must be a multiple of the erase block: a row
+    that is not, or any other line after the header, is garbage rather than a guess."""
+    lines = [line for line in text_lines(text) if line.strip()]
+    if not lines or _NAND_BAD_HEADER.fullmatch(lines[0].strip()) is None:
+        if find_error(text) is not None:
+            raise TransportError(_said("nand bad", text))
+        raise RemoteProtocolError(f"nand bad: no 'Device N bad blocks:' in {printable(text)!r}")
+    blocks = []
+    for line in lines[1:]:
+        match = _NAND_BAD_ROW.fullmatch(line)
+        if match is None:
+            raise RemoteProtocolError(f"nand bad: unexpected line {line!r}")
+        offset = int(match.group(1), 16)
+        if erase_bytes <= 0 or offset % erase_bytes:
+            raise RemoteProtocolError(
+                f"nand bad: {offset:#x} is not a multiple of the {erase_bytes:#x}-byte block"
+            )
+        blocks.append(offset)
+    return blocks
+
+
 # ---------------------------------------------------------------------------------------------
 # Memory-mapped CFI NOR: protect, erase, cp (cmd/flash.c, drivers/mtd/cfi_flash.c)
 # ---------------------------------------------------------------------------------------------

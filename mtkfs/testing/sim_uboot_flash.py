@@ -418,6 +418,11 @@ async def do_nand(m: Machine, argv: list[str], repeat: bool) -> int:
             m.env["nand_oobsize"] = f"{spec.oob_bytes:x}"
             m.env["nand_erasesize"] = f"{spec.erase_bytes:x}"
         return 0
+    if cmd == "device" and len(argv) >= 3:
+        # set_dev(): silent when the device is already current (the only one here).
+        if spec is None or backing is None or argv[2] != "0":
+            await m.puts("No such device\n")
+        return 0
     if spec is None or backing is None:
         await m.puts("\nno devices available\n")
         return 1

@@ -36,7 +36,14 @@ from typing import Any, Literal
 
 import trio
 
-from mtkfs.errors import MtkfsError, ReadOnlyError, SourceError, TransportError, VerifyError
+from mtkfs.errors import (
+    BadBlockError,
+    MtkfsError,
+    ReadOnlyError,
+    SourceError,
+    TransportError,
+    VerifyError,
+)
 from mtkfs.links.base import Link
 from mtkfs.links.serial import open_serial
 from mtkfs.links.tcp import TcpLink
@@ -51,7 +58,7 @@ from mtkfs.transports.uboot_flash import (
     make_backend,
     probe_backend,
 )
-from mtkfs.transports.uboot_load import send_xmodem, xmodem_pad
+from mtkfs.transports.uboot_load import BLOCK_BYTES, send_ymodem
 
 log = logging.getLogger(__name__)
 
@@ -212,6 +219,8 @@ class UbootTransport(Transport):
         for _ in range(MAX_ATTEMPTS):
             try:
                 return await attempt()
+            except BadBlockError:
+                raise  # the flash, not the line: trying again gives the same answer
             except BoardResetError as exc:
                 last, resets = exc, resets + 1
                 if resets > MAX_RESETS:
@@ -313,7 +322,7 @@ class UbootTransport(Transport):
 
     async def write(self, region: str, offset_bytes: int, data: bytes) -> None:
         """Store ``data``: per piece (an erase block, or a chunk where the flash needs no
-        erase), ``loadx`` into RAM with XMODEM-1K, ``crc32`` of that RAM equal to the host's,
+        erase), ``loady`` into RAM with YMODEM-1K, ``crc32`` of that RAM equal to the host's,
         erase + write (:meth:`Backend.store`), then the flash loaded into a second RAM buffer
         and its ``crc32`` equal again — U-Boot's "OK"/"done" is never taken as proof. Partial
         erase blocks are read first and written back whole (read-modify-write)."""
@@ -353,19 +362,21 @@ class UbootTransport(Transport):
         return bytes(out)
 
     async def _write_piece(self, region: str, offset: int, piece: bytes) -> None:
-        command = uboot.loadx_command(self.ram)
+        command = uboot.loady_command(self.ram)
         before = await self.console.start(command, uboot.LOAD_READY)
         after_ready = before.split(uboot.LOAD_READY, 1)[1].split("\n", 1)[-1]
         try:
-            await send_xmodem(
+            await send_ymodem(
                 self.console.link, piece, timeout_s=self.options.io_timeout_s,
                 primed="C" in after_ready,
             )  # fmt: skip
         finally:
             output = await self.console.finish(command, before)
         total = uboot.parse_load_total(output)
-        if total < len(piece):
-            raise TransportError(f"loadx received {total} of {len(piece)} bytes")
+        if total != len(piece):
+            # A build without YMODEM's length support rounds up (and strips 0x1A): the RAM
+            # crc32 below would catch it too, but this names the cause.
+            raise TransportError(f"loady stored {total} bytes, not the {len(piece)} sent")
         expected = zlib.crc32(piece)
         if await self._crc(self.ram, len(piece)) != expected:
             raise TransportError(f"the bytes loaded into RAM at {self.ram:#x} are not those sent")
@@ -430,9 +441,10 @@ class UbootTransport(Transport):
 
 
 def staging_bytes(chunk_bytes: int, erase_bytes: int) -> int:
-    """One staging buffer: a chunk or an erase block, whichever is larger, plus XMODEM's
-    padding of the last block; the write check uses a second one right after it."""
-    return xmodem_pad(max(chunk_bytes, erase_bytes)) + 4096
+    """One staging buffer: a chunk or an erase block, whichever is larger, rounded up to whole
+    1 KiB blocks (a receiver that ignores YMODEM's length stores them whole) plus a margin;
+    the write check uses a second one right after it."""
+    return -(-max(chunk_bytes, erase_bytes) // BLOCK_BYTES) * BLOCK_BYTES + 4096
 
 
 async def _byte_order(console: Console, ram: int) -> Literal["little", "big"]:

@@ -160,7 +160,7 @@ class Console:
             raise EchoError(f"{self.link.description}: {exc}") from exc
 
     async def start(self, command: str, ready: str, timeout_s: float = 10.0) -> str:
-        """Type ``command`` and wait until its output shows ``ready`` (``loadx``'s "Ready for
+        """Type ``command`` and wait until its output shows ``ready`` (``loady``'s "Ready for
         binary"), leaving the console to the caller's transfer; :meth:`finish` collects the
         rest. Returns what came so far."""
         if self.prompt is None:

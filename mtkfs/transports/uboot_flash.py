@@ -22,7 +22,7 @@ import abc
 import re
 from dataclasses import dataclass
 
-from mtkfs.errors import SourceError, TransportError, UsageError
+from mtkfs.errors import BadBlockError, SourceError, TransportError, UsageError
 from mtkfs.protocols import uboot
 from mtkfs.transports.uboot_console import Console
 
@@ -176,8 +176,12 @@ class VirtioBackend(_BlockBackend):
 
 
 class NandBackend(Backend):
-    """Raw NAND through ``nand``. A read that crosses a bad block is refused: U-Boot skips bad
-    blocks, so the bytes after one come from further on and would land at the wrong offset."""
+    """Raw NAND through ``nand``. U-Boot skips bad blocks, so the bytes it returns for a range
+    holding one come from further on and would land at the wrong offset: such a range is
+    refused (BadBlockError, not retried). The table comes from ``nand bad`` at probe time, so
+    the refusal costs no transfer; a block that went bad since is caught by the "Skipping bad
+    block" line of the read itself. Erasing and writing skip bad blocks the same way, so a
+    write over one is refused before anything is erased."""
 
     kind = "nand"
     align_bytes = 16
@@ -189,28 +193,44 @@ class NandBackend(Backend):
 
     async def probe(self, con: Console) -> dict[str, int]:
         await _checked(con, "nand device 0")
-        self.description = f"NAND, {self.size_bytes} bytes, {self.erase_bytes}-byte blocks"
+        actual = uboot.parse_nand_erase_bytes(await con.run(uboot.NAND_INFO_COMMAND))
+        if actual != self.erase_bytes:
+            # Erasing in the wrong unit fails at best and wipes a neighbour at worst.
+            raise UsageError(
+                f"--flash nand:…:{self.erase_bytes}: U-Boot's nand info says the erase block "
+                f"is {actual} bytes; use --flash nand:{self.size_bytes}:{actual}"
+            )
+        self.bad_blocks = set(
+            uboot.parse_nand_bad(await con.run(uboot.NAND_BAD_COMMAND), self.erase_bytes)
+        )
+        bad = f", {len(self.bad_blocks)} bad" if self.bad_blocks else ""
+        self.description = f"NAND, {self.size_bytes} bytes, {self.erase_bytes}-byte blocks{bad}"
         return {"flash": self.size_bytes}
 
-    async def load(self, con: Console, region: str, offset: int, size: int, ram: int) -> int:
-        output = await con.run(uboot.nand_read_command(ram, offset, size))
-        skipped = uboot.check_nand_result(output, "read", size)
-        if skipped:
-            self.bad_blocks.update(skipped)
-            raise TransportError(
-                f"NAND bad block at {', '.join(f'{b:#x}' for b in skipped)} inside "
-                f"{offset:#x}+{size:#x}: U-Boot skips bad blocks, so these bytes would be "
-                "shifted; this range is not served"
+    def _refuse_bad(self, offset: int, size: int, found: list[int] | None = None) -> None:
+        self.bad_blocks.update(found or ())
+        first = offset - offset % self.erase_bytes
+        inside = [b for b in sorted(self.bad_blocks) if first <= b < offset + size]
+        if inside:
+            raise BadBlockError(
+                f"NAND bad block at {', '.join(f'{b:#x}' for b in inside)} inside "
+                f"{offset:#x}+{size:#x}: U-Boot skips bad blocks, so these bytes would come "
+                "from the next good block; this range is not served (copy around it with "
+                "dd conv=noerror,sync)"
             )
+
+    async def load(self, con: Console, region: str, offset: int, size: int, ram: int) -> int:
+        self._refuse_bad(offset, size)
+        output = await con.run(uboot.nand_read_command(ram, offset, size))
+        self._refuse_bad(offset, size, uboot.check_nand_result(output, "read", size))
         return ram
 
     async def store(self, con: Console, region: str, offset: int, size: int, ram: int) -> None:
+        self._refuse_bad(offset, size)
         output = await con.run(uboot.nand_erase_command(offset, size))
-        if uboot.find_error(output) is not None or "OK" not in output:
-            raise TransportError(f"U-Boot: nand erase {offset:#x}+{size:#x}: {output[-200:]!r}")
+        self._refuse_bad(offset, size, uboot.check_nand_erase_result(output, offset, size))
         output = await con.run(uboot.nand_write_command(ram, offset, size))
-        if uboot.check_nand_result(output, "written", size):
-            raise TransportError(f"NAND bad block inside {offset:#x}+{size:#x}: not written")
+        self._refuse_bad(offset, size, uboot.check_nand_result(output, "written", size))
 
 
 class MemBackend(Backend):

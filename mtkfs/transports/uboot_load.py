@@ -1,17 +1,20 @@
-"""Host → board RAM over the console: ``loadx`` with an XMODEM-1K sender.
+"""Host → board RAM over the console: ``loady`` with a YMODEM-1K sender.
 
-Why XMODEM-1K through the ``xmodem`` package (PyPI): U-Boot's ``loadx`` receives it on every
-build that has serial loading; each 1 KiB block carries a CRC-16 and is acknowledged, so line
-noise costs a resend, not wrong bytes; and the package is small, pure Python and maintained.
-It is synchronous (``getc``/``putc`` callbacks), so it runs in a worker thread that calls back
-into trio for every read and write of the link. YMODEM (``loady``) adds only a file-name block
-— no gain for raw ranges. The ~11 KB/s this gets at 115200 baud is four times what ``md`` reads.
+Why YMODEM: ``loadx`` (XMODEM) cannot tell padding from data — U-Boot strips all trailing
+0x1A bytes from *any* block whose last three bytes are 0x1A, so a flash chunk holding such a
+block would land shorter and shifted (seen on U-Boot 2023.01 under QEMU). ``loady`` is told the
+length in block 0 and trims only past it, so every byte arrives
+(:mod:`mtkfs.protocols.ymodem`). Each 1 KiB block carries a CRC-16 and is acknowledged, so line
+noise costs a resend, not wrong bytes.
 
-Known limit (seen on U-Boot 2023.01 under QEMU): ``loadx`` strips trailing 0x1A bytes from
-*any* block whose last three bytes are 0x1A, not only the padded last one, so data with such a
-block lands shifted in RAM. The transport checks ``crc32`` of the RAM against the bytes it sent
-before anything is erased, so such a write fails (EIO) without touching the flash; ``loady``
-(which sends the length) is the fix to come.
+The data blocks are sent by the ``xmodem`` package (PyPI: small, pure Python, maintained),
+which speaks XMODEM-1K but not YMODEM's block 0; this module adds the two block-0 exchanges.
+The package is synchronous (``getc``/``putc`` callbacks), so it runs in a worker thread that
+calls back into trio for every read and write of the link.
+
+Timing that matters: after acknowledging block 0, U-Boot waits for block 1 *without* sending
+another ``C``; a sender that waits for one (as lrzsz's ``sb`` does) stalls until U-Boot's
+character timeout, seconds per load. So block 1 follows the ACK at once.
 """
 
 from __future__ import annotations
@@ -24,28 +27,72 @@ import xmodem  # type: ignore[import-untyped]
 
 from mtkfs.errors import TransportError, TransportTimeout
 from mtkfs.links.base import Link
+from mtkfs.protocols import ymodem
 
 log = logging.getLogger(__name__)
 
 BLOCK_BYTES = 1024
 
-
 #: Five CANs in a row make U-Boot's receiver give up at once ("download aborted").
 CANCEL = b"\x18" * 5
 
+#: Attempts at one block-0 exchange before the transfer is abandoned.
+BLOCK_ZERO_ATTEMPTS = 10
 
-async def send_xmodem(
+#: Bytes skipped while waiting for an answer (stray Cs, echo of an earlier line) before
+#: the receiver is taken to be something else.
+MAX_STRAY_BYTES = 64
+
+
+async def send_ymodem(
     link: Link, data: bytes, *, timeout_s: float = 10.0, primed: bool = False
 ) -> None:
-    """Send ``data`` to a receiver that is already waiting (``loadx`` printed its Ready line).
+    """Send ``data`` as one YMODEM file to a receiver that is already waiting (``loady``
+    printed its Ready line).
 
     ``primed``: the receiver's first ``C`` (CRC mode, please) already arrived with the Ready
-    line; without it the sender would wait for the next one (U-Boot repeats it every ~4 s).
-    On failure the receiver is cancelled, so the console is back at its prompt promptly;
-    TransportError then.
+    line. On failure the receiver is cancelled, so the console is back at its prompt
+    promptly; TransportError then.
     """
+    try:
+        if not primed:
+            await _await(link, ymodem.CRC_REQUEST, timeout_s)
+        await _block_zero(link, ymodem.header_block("mtkfs.bin", len(data)), timeout_s)
+        if not await _send_data_blocks(link, data, timeout_s):
+            raise TransportError(f"YMODEM transfer of {len(data)} bytes to U-Boot failed")
+        # After EOT's ACK the receiver asks (C) for the next file's header: none.
+        await _await(link, ymodem.CRC_REQUEST, timeout_s)
+        await _block_zero(link, ymodem.end_of_batch_block(), timeout_s)
+    except (TransportError, TransportTimeout):
+        await link.send(CANCEL)
+        raise
+
+
+async def _await(link: Link, wanted: bytes, timeout_s: float, *, also: bytes = b"") -> bytes:
+    """The first of ``wanted``/``also`` (single bytes) to arrive, skipping a few others."""
+    for _ in range(MAX_STRAY_BYTES):
+        byte = await link.recv_exactly(1, timeout_s)
+        if byte in wanted or (also and byte in also):
+            return byte
+        if byte == CANCEL[:1]:
+            raise TransportError("U-Boot cancelled the YMODEM transfer")
+    raise TransportError(f"U-Boot's YMODEM receiver never answered {wanted!r}")
+
+
+async def _block_zero(link: Link, block: bytes, timeout_s: float) -> None:
+    """Send a block 0 until it is acknowledged (a NAK or C asks for it again)."""
+    for _ in range(BLOCK_ZERO_ATTEMPTS):
+        await link.send(block)
+        answer = await _await(link, ymodem.ACK, timeout_s, also=ymodem.NAK + ymodem.CRC_REQUEST)
+        if answer == ymodem.ACK:
+            return
+    raise TransportError("U-Boot's YMODEM receiver refused block 0 repeatedly")
+
+
+async def _send_data_blocks(link: Link, data: bytes, timeout_s: float) -> bool:
+    """Blocks 1… and EOT through the ``xmodem`` package, started at once (see module doc)."""
     token = trio.lowlevel.current_trio_token()
-    pending = bytearray(b"C" if primed else b"")
+    pending = bytearray(ymodem.CRC_REQUEST)
 
     def getc(size: int, timeout: float = 1) -> bytes | None:
         if pending:
@@ -69,11 +116,4 @@ async def send_xmodem(
     def transfer() -> bool:
         return bool(modem.send(io.BytesIO(data), retry=16, timeout=timeout_s, quiet=True))
 
-    if not await trio.to_thread.run_sync(transfer):
-        await link.send(CANCEL)
-        raise TransportError(f"XMODEM transfer of {len(data)} bytes to U-Boot failed")
-
-
-def xmodem_pad(size_bytes: int) -> int:
-    """Bytes ``loadx`` writes for ``size_bytes`` sent: whole 1 KiB blocks."""
-    return -(-size_bytes // BLOCK_BYTES) * BLOCK_BYTES
+    return await trio.to_thread.run_sync(transfer)

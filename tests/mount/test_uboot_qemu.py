@@ -77,10 +77,14 @@ def test_nor_region_with_seed_003_map(board: UbootBoard, tmp_path: Path) -> None
 def test_writes_are_verified_and_the_cfi_nor_that_lies_gives_eio(
     board: UbootBoard, tmp_path: Path
 ) -> None:
-    """A write to the virtio disk is committed and verified (loadx, crc32, virtio write, read
-    back, crc32). QEMU's CFI NOR prints "done" for multi-KiB cp.b writes that do not stick:
-    mtkfs must report EIO, never success."""
-    data = pseudo_random("uboot/write", 96 << 10)
+    """A write to the virtio disk is committed and verified (loady, crc32, virtio write, read
+    back, crc32). Every 1 KiB block ends in 0x1A 0x1A 0x1A, which U-Boot's loadx would strip
+    (shifting the data); loady, told the length, keeps them. QEMU's CFI NOR prints "done"
+    for multi-KiB cp.b writes that do not stick: mtkfs must report EIO, never success."""
+    data = bytearray(pseudo_random("uboot/write", 96 << 10))
+    for end in range(1024, len(data) + 1, 1024):
+        data[end - 3 : end] = b"\x1a\x1a\x1a"
+    data = bytes(data)
     rw = ("-o", "rw", "--no-cache-dir", "--journal-dir", str(tmp_path / "journal"))
     virtio = ("--flash", "virtio", *rw)
     with (

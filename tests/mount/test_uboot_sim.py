@@ -6,6 +6,7 @@ The NOR is the fixture of mtkfs.testing.disk.build_nor (16 MiB, ``mtdparts=`` ma
 
 from __future__ import annotations
 
+import errno
 import json
 import shutil
 import signal
@@ -19,7 +20,7 @@ from mounting import force_unmount, foreground_daemon, mounted
 
 from mtkfs.testing.disk import Layout, build_nor, pseudo_random
 from mtkfs.testing.sim_uboot import ConsoleFaults, SimBoard, SpiNor, running_console
-from mtkfs.testing.sim_uboot_board import Emmc
+from mtkfs.testing.sim_uboot_board import Emmc, Nand
 
 _fuse_ok, _fuse_why = fuse_available()
 pytestmark = [
@@ -37,6 +38,16 @@ def nor(tmp_path_factory: pytest.TempPathFactory) -> Layout:
 def _board(flash: Path, **kwargs: object) -> SimBoard:
     fast = {"banner_delay_s": 0.02, "autoboot_step_s": 0.1, "boot_script_s": 0.2}
     return SimBoard(sf=SpiNor(flash), **{**fast, **kwargs})  # type: ignore[arg-type]
+
+
+def _with_sub_runs(data: bytes, at: int) -> bytes:
+    """``data`` (to be written at ``at``, a 1 KiB-aligned place in the flash) with 0x1A 0x1A
+    0x1A ending every 1 KiB block of flash it covers: XMODEM's padding look-alike."""
+    out = bytearray(data)
+    for end in range(-at % 1024 or 1024, len(out) + 1, 1024):
+        if end >= 3:
+            out[end - 3 : end] = b"\x1a\x1a\x1a"
+    return bytes(out)
 
 
 def _stats(mnt: Path) -> dict[str, int]:
@@ -137,14 +148,15 @@ def test_a_killed_mount_resumes_without_dumping_verified_chunks_again(
 
 
 def test_a_write_to_sf_nor_is_erased_written_and_verified(nor: Layout, tmp_path: Path) -> None:
-    """A write into ``data``: loadx (XMODEM-1K) into RAM, crc32 = the host's, sf erase of
-    whole 4 KiB blocks (the partial ones read first), sf write, sf read + crc32 again."""
+    """A write into ``data``: loady (YMODEM-1K) into RAM, crc32 = the host's, sf erase of
+    whole 4 KiB blocks (the partial ones read first), sf write, sf read + crc32 again.
+    Every 1 KiB block of the transfer ends in 0x1A bytes, which loadx would have stripped."""
     flash = tmp_path / "flash.bin"
     shutil.copyfile(nor.regions["flash"], flash)
-    data = pseudo_random("uboot/sf-write", 10_000)
+    at = 1000  # inside the first erase block: a read-modify-write on both ends
+    data = _with_sub_runs(pseudo_random("uboot/sf-write", 10_000), at)
     args = ("--flash", "sf", "--map", str(nor.folder / "mtdparts.txt"), "--no-cache-dir",
             "-o", "rw", "--journal-dir", str(tmp_path / "journal"))  # fmt: skip
-    at = 1000  # inside the first erase block: a read-modify-write on both ends
     with running_console(_board(flash)) as console:
         with mounted(f"uboot:{console.url}", tmp_path / "mnt", *args) as mnt:
             done = subprocess.run(
@@ -156,7 +168,7 @@ def test_a_write_to_sf_nor_is_erased_written_and_verified(nor: Layout, tmp_path:
             status = json.loads((mnt / ".mtkfs" / "status.json").read_text())
             assert status["writes"]["failures"] == []
         assert any(line.startswith("sf erase") for line in console.log)
-        assert any(line.startswith("loadx") for line in console.log)
+        assert any(line.startswith("loady") for line in console.log)
     part = nor.by_name("data")
     expected = bytearray(nor.read("data", 0, 64 << 10))
     expected[at : at + len(data)] = data
@@ -199,3 +211,65 @@ def test_a_keyed_autoboot_stops_with_stop_key(nor: Layout, tmp_path: Path) -> No
         mounted(f"uboot:{console.url}", tmp_path / "mnt", *args) as mnt,
     ):
         assert (mnt / "env.img").read_bytes() == nor.read("env")
+
+
+def test_raw_nand_bad_block_gives_eio_there_only_and_writes_avoid_it(
+    nor: Layout, tmp_path: Path
+) -> None:
+    """Raw NAND behind ``nand`` with one bad block inside ``kernel``: U-Boot would skip it
+    and hand over the next block's bytes, so that block's chunks get EIO at once (known from
+    ``nand bad``: no read of it is even sent, and no retries), while the bytes around it and
+    every other partition are exact. A write over it is refused before any erase; a write
+    elsewhere is erased, written and verified."""
+    image = tmp_path / "nand.bin"
+    shutil.copyfile(nor.regions["flash"], image)
+    bad = 0x200000
+    board = SimBoard(
+        nand=Nand(image, bad_blocks=frozenset({bad})),
+        banner_delay_s=0.02, autoboot_step_s=0.1, boot_script_s=0.2,
+    )  # fmt: skip
+    args = ("--flash", "nand:16M:128k", "--map", str(nor.folder / "mtdparts.txt"),
+            "--no-cache-dir", "-o", "rw", "--journal-dir", str(tmp_path / "journal"))  # fmt: skip
+    kernel = nor.by_name("kernel")
+    into = bad - kernel.offset_bytes
+    data = _with_sub_runs(pseudo_random("uboot/nand-write", 128 << 10), 0)
+    with running_console(board) as console:
+        with mounted(f"uboot:{console.url}", tmp_path / "mnt", *args) as mnt:
+            for name in ("preloader", "uboot", "env"):
+                assert (mnt / f"{name}.img").read_bytes() == nor.read(name), name
+            with (mnt / "kernel.img").open("rb", buffering=0) as f:
+                f.seek(into - (64 << 10))
+                assert f.read(64 << 10) == nor.read("kernel", into - (64 << 10), 64 << 10)
+                f.seek(into + (128 << 10))
+                assert f.read(64 << 10) == nor.read("kernel", into + (128 << 10), 64 << 10)
+                f.seek(into)
+                with pytest.raises(OSError) as caught:
+                    f.read(64 << 10)
+                assert caught.value.errno == errno.EIO
+            assert not any(
+                line.startswith("nand read") and int(line.split()[3], 16) == bad
+                for line in console.log
+            ), "a known bad block was read"
+            # A write across the bad block: refused before anything is erased.
+            refused = subprocess.run(
+                ["dd", f"of={mnt / 'kernel.img'}", "bs=64k", f"seek={into // (64 << 10)}",
+                 "conv=notrunc,fsync", "status=none"],
+                input=data, capture_output=True, check=False,
+            )  # fmt: skip
+            assert refused.returncode != 0 and b"Input/output error" in refused.stderr
+            erases = [line for line in console.log if line.startswith("nand erase")]
+            assert not any(int(line.split()[2], 16) <= bad < int(line.split()[2], 16)
+                           + int(line.split()[3], 16) for line in erases), erases  # fmt: skip
+        with mounted(f"uboot:{console.url}", tmp_path / "mnt2", *args) as mnt:
+            done = subprocess.run(
+                ["dd", f"of={mnt / 'rootfs.img'}", "bs=64k", "conv=notrunc,fsync", "status=none"],
+                input=data, capture_output=True, check=False,
+            )  # fmt: skip
+            assert done.returncode == 0, done.stderr
+        assert any(line.startswith("nand write") for line in console.log)
+    rootfs = nor.by_name("rootfs")
+    with image.open("rb") as f:
+        f.seek(rootfs.offset_bytes)
+        assert f.read(len(data)) == data
+        f.seek(bad)
+        assert f.read(128 << 10) == nor.read("kernel", into, 128 << 10), "the bad block changed"

@@ -1037,6 +1037,29 @@ def test_check_nand_erase_result() -> None:
                                       0, 0x40000)  # fmt: skip
 
 
+def test_parse_nand_bad_and_info() -> None:
+    # cmd/nand.c: "\nDevice %d bad blocks:\n" then "  %08llx\n" per bad block.
+    assert uboot.parse_nand_bad("\nDevice 0 bad blocks:\n", 0x20000) == []
+    listing = "\nDevice 0 bad blocks:\n  00040000\n  07fe0000\n"
+    assert uboot.parse_nand_bad(listing, 0x20000) == [0x40000, 0x7FE0000]
+    with pytest.raises(RemoteProtocolError, match="multiple"):
+        uboot.parse_nand_bad("\nDevice 0 bad blocks:\n  00041000\n", 0x20000)
+    with pytest.raises(RemoteProtocolError, match="unexpected"):
+        uboot.parse_nand_bad("\nDevice 0 bad blocks:\n  0004O000\n", 0x20000)
+    with pytest.raises(TransportError):
+        uboot.parse_nand_bad("\nUnknown command 'nand' - try 'help'\n", 0x20000)
+    # nand_print_and_set_info(): the erase size line, in bytes.
+    info = (
+        "\nDevice 0: nand0, sector size 128 KiB\n  Page size       2048 b\n"
+        "  OOB size          64 b\n  Erase size    131072 b\n  ecc strength         8 bits\n"
+    )
+    assert uboot.parse_nand_erase_bytes(info) == 0x20000
+    with pytest.raises(RemoteProtocolError):
+        uboot.parse_nand_erase_bytes(info.replace("131072", "131071"))
+    with pytest.raises(TransportError):
+        uboot.parse_nand_erase_bytes("\nno devices available\n")
+
+
 def test_cfi_flash() -> None:
     # All captured on QEMU virt's CFI NOR.
     assert uboot.protect_off_command(0x4200000, 0x20000) == "protect off 4200000 +20000"
