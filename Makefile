@@ -17,9 +17,11 @@ BENCH_ARGS ?=
 # System packages: FUSE (runtime + headers, pyfuse3 builds against libfuse3), a compiler, Python
 # headers and venv, the tools the test images are built and checked with, and Debian's real adb
 # server plus a static busybox for the fake Android phone the adb tests attach to it, and QEMU with
-# Debian's U-Boot build for it: the real U-Boot the uboot: transport is tested against.
+# Debian's U-Boot build for it: the real U-Boot the uboot: transport is tested against, and
+# systemd for systemd-analyze (the mtkfs@.service unit is verified with it).
 APT_PACKAGES := fuse3 libfuse3-dev libusb-1.0-0 pkg-config gcc python3-venv python3-dev \
-	e2fsprogs gdisk parted util-linux fdisk adb busybox-static qemu-system-arm u-boot-qemu
+	e2fsprogs gdisk parted util-linux fdisk adb busybox-static qemu-system-arm u-boot-qemu \
+	systemd
 
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 APT_GET := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get

@@ -207,6 +207,9 @@ class WriteBack:
         self._dirty_bytes = 0
         self._lock = trio.Lock()
         self._session: BackupSession | None = None
+        #: Told what the pipeline is doing, in a few words (the daemon passes it to systemd's
+        #: STATUS=: ``committing 3 chunks``, ``FAILSAFE: …``, ``idle``).
+        self.on_status: Callable[[str], None] = lambda text: None
 
     # -- state -----------------------------------------------------------------------------------
 
@@ -363,6 +366,7 @@ class WriteBack:
                 "nothing was written to the device; free space there or use --journal-dir"
             ) from exc
         log.info("committing %d chunk(s), %d bytes", len(batch), sum(len(w.new) for w in writes))
+        self.on_status(f"committing {len(batch)} chunk{'s' if len(batch) != 1 else ''}")
         items = [
             _Item(entry, key, new, generation)
             for entry, (key, new, generation) in zip(entries, batch, strict=True)
@@ -399,6 +403,7 @@ class WriteBack:
                     "and the data is kept in the journal"
                 )
         self.stats.last_commit_s = time.time()
+        self.on_status(f"idle; {self.stats.committed_chunks} chunk(s) written and verified")
 
     async def _verify_run(self, run: list[_Item], data: bytes) -> dict[_Item, str]:
         """Verify a written run; returns the chunks that did not verify, with why.
@@ -462,6 +467,7 @@ class WriteBack:
         first = failed[0].entry
         self.failsafe = f"{first.describe()}: {reason}"
         log.error("write failed, mount is now read-only: %s", self.failsafe)
+        self.on_status(f"FAILSAFE: verify failed at {self._where(first)}; the mount is read-only")
         for item in failed:
             await trio.to_thread.run_sync(self.journal.mark_failed, item.entry, reason)
         stopped = f"not written: the commit stopped at {first.region}+{first.offset_bytes:#x}"
@@ -475,6 +481,15 @@ class WriteBack:
             self._dirty_bytes -= len(self.cache.dirty.pop(item.key, b""))
             self._meta.pop(item.key, None)
             self.cache.forget(item.key)
+
+    def _where(self, entry: Entry) -> str:
+        """``boot+0x40000`` (partition-relative) when the chunk starts in a partition, else
+        ``user+0x1d00000``."""
+        for name in entry.partitions:
+            region, start, size = self.partitions.get(name, ("", 0, 0))
+            if region == entry.region and start <= entry.offset_bytes < start + size:
+                return f"{name}+{entry.offset_bytes - start:#x}"
+        return f"{entry.region}+{entry.offset_bytes:#x}"
 
     async def close(self) -> None:
         """Unmount: commit everything; after a failure keep what is left in the journal."""

@@ -18,7 +18,7 @@ import logging
 import os
 import re
 import signal
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +35,7 @@ from mtkfs.journal import Journal, default_journal_root
 from mtkfs.maps.model import PartitionMap
 from mtkfs.mounts import mount_entry
 from mtkfs.mountview import TABLES, MountView
+from mtkfs.notify import Notifier
 from mtkfs.testing.faults import FaultyTransport, parse_fault_spec
 from mtkfs.transports import SourceOptions, open_transport
 from mtkfs.transports.base import Transport
@@ -244,9 +245,23 @@ def check_unlocks(config: MountConfig, pmap: PartitionMap) -> None:
         log.warning("--unlock and --unlock-regions only matter with -o rw")
 
 
-async def serve(config: MountConfig, on_ready: Callable[[], None]) -> None:
-    """Mount ``config.source`` at ``config.mountpoint`` and serve until unmounted."""
+async def serve(
+    config: MountConfig,
+    on_ready: Callable[[], None],
+    *,
+    notifier: Notifier | None = None,
+    until_gone: Callable[[], Awaitable[str]] | None = None,
+) -> None:
+    """Mount ``config.source`` at ``config.mountpoint`` and serve until unmounted.
+
+    ``notifier``: systemd's notify socket (READY=1 once the mount answers, STATUS=, STOPPING=1,
+    WATCHDOG=1); by default whatever ``$NOTIFY_SOCKET`` says, so ``mtkfs mount -f`` under a
+    ``Type=notify`` unit works too. ``until_gone``: returns when the device has gone for
+    good (``mtkfs service``); the mount is then taken down like on SIGTERM.
+    """
+    notifier = notifier or Notifier()
     check_mountpoint(config.mountpoint)
+    notifier.status(f"opening {config.source}")
     async with contextlib.AsyncExitStack() as stack:
         transport = await open_transport(
             config.source, writable=config.read_write, options=config.source_options
@@ -296,6 +311,13 @@ async def serve(config: MountConfig, on_ready: Callable[[], None]) -> None:
             unlock_regions=config.unlock_regions,
         )
         tree = await view.build_tree()
+        count = sum(1 for p in pmap.partitions if p.exposed)
+        mounted = (
+            f"mounted {count} partition{'s' if count != 1 else ''} of {transport.description} "
+            f"at {config.mountpoint} ({'rw' if config.read_write else 'ro'})"
+        )
+        if writeback is not None:
+            writeback.on_status = lambda text: notifier.status(f"{mounted}; {text}")
         ops = MtkfsOperations(tree, cache, mtime_s=transport.mtime_s, writeback=writeback)
         try:
             pyfuse3.init(ops, str(config.mountpoint), options)
@@ -305,8 +327,14 @@ async def serve(config: MountConfig, on_ready: Callable[[], None]) -> None:
         try:
             async with trio.open_nursery() as nursery:
                 cache.start(nursery)
-                nursery.start_soon(_stop_on_signal)
-                nursery.start_soon(_when_serving, config.mountpoint, transport, on_ready)
+                nursery.start_soon(_stop_on_signal, notifier)
+                nursery.start_soon(
+                    _when_serving, config.mountpoint, transport, on_ready, notifier, mounted
+                )
+                if notifier.watchdog_interval_s:
+                    nursery.start_soon(_watchdog, notifier, notifier.watchdog_interval_s)
+                if until_gone is not None:
+                    nursery.start_soon(_stop_when_gone, until_gone, notifier)
                 if cache.disk is not None:
                     nursery.start_soon(_flush_periodically, cache.disk)
                 if writeback is not None and config.commit_interval_s > 0:
@@ -317,6 +345,7 @@ async def serve(config: MountConfig, on_ready: Callable[[], None]) -> None:
             # Always unmount: a daemon that exits (signal, error) must not leave a dead mount.
             pyfuse3.close(unmount=True)
             log.info("unmounted %s", config.mountpoint)
+            notifier.status(f"unmounted {config.mountpoint}")
             if writeback is not None:
                 # Then commit what is still dirty (SIGTERM with files open; the timer's
                 # leftovers). After a failed write it is kept in the journal instead.
@@ -325,7 +354,11 @@ async def serve(config: MountConfig, on_ready: Callable[[], None]) -> None:
 
 
 async def _when_serving(
-    mountpoint: Path, transport: Transport, on_ready: Callable[[], None]
+    mountpoint: Path,
+    transport: Transport,
+    on_ready: Callable[[], None],
+    notifier: Notifier,
+    mounted: str,
 ) -> None:
     """Once the kernel has finished the FUSE handshake: tune readahead, then report ready.
 
@@ -340,6 +373,7 @@ async def _when_serving(
     else:
         _tune_kernel_readahead(mountpoint, transport)
     on_ready()
+    notifier.ready(mounted)
 
 
 #: Largest read the kernel sends a FUSE daemon (libfuse 3 negotiates 256 pages).
@@ -384,10 +418,27 @@ async def _flush_periodically(disk: DiskCache, interval_s: float = 5.0) -> None:
         await disk.flush()
 
 
-async def _stop_on_signal() -> None:
+async def _stop_on_signal(notifier: Notifier) -> None:
     """SIGTERM/SIGINT/SIGHUP end the FUSE loop; ``serve`` then unmounts cleanly."""
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async for signum in signals:
-            log.info("signal %s: unmounting", signal.Signals(signum).name)
+            name = signal.Signals(signum).name
+            log.info("signal %s: unmounting", name)
+            notifier.stopping(f"{name}: committing written data and unmounting")
             pyfuse3.terminate()
             return
+
+
+async def _stop_when_gone(until_gone: Callable[[], Awaitable[str]], notifier: Notifier) -> None:
+    """The device left for good (unplugged): take the mount down as on SIGTERM."""
+    why = await until_gone()
+    log.warning("device gone (%s): unmounting", why)
+    notifier.stopping(f"device gone ({why}): unmounting")
+    pyfuse3.terminate()
+
+
+async def _watchdog(notifier: Notifier, interval_s: float) -> None:
+    """``WATCHDOG=1`` while the event loop runs (``WatchdogSec=`` in the unit)."""
+    while True:
+        notifier.watchdog()
+        await trio.sleep(interval_s)
