@@ -357,10 +357,18 @@ async def test_flipped_bit_turns_the_mount_failsafe(tmp_path: Path, checksum: bo
     if checksum is not None:
         link = LinkSpec(latency_s=0.0, bandwidth_bytes_per_s=math.inf, checksum=checksum)
     async with rig(tmp_path, "flip-bit@1", link=link) as r:
+        statuses: list[str] = []
+        r.wb.on_status = statuses.append
         intended = b"kernel" * 100
         await r.write(at(4, 64), intended)  # alpha's part of chunk 4
         with pytest.raises(VerifyError, match="checksum" if checksum else "read-back"):
             await r.wb.sync("user", at(4), at(5))
+        # What systemd's STATUS= shows: the partition and the offset inside it.
+        start = PARTITIONS["alpha"][1]
+        assert statuses == [
+            "committing 1 chunk",
+            f"FAILSAFE: verify failed at alpha+{at(4) - start:#x}; the mount is read-only",
+        ]
 
         assert r.wb.failsafe is not None
         assert list(r.wb.failures) == [("user", 4)]
