@@ -90,6 +90,9 @@ def cmd_service(args: argparse.Namespace) -> int:
     from mtkfs import cli, service
     from mtkfs.daemon import serve
 
+    if not args.debug:
+        # The journal is the service's log: what was mounted, what went away, at INFO.
+        logging.getLogger().setLevel(logging.INFO)
     notifier = Notifier()
     try:
         parser = cli.build_parser()
