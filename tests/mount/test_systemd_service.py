@@ -248,3 +248,23 @@ def test_detect_without_an_adb_server_still_answers(tmp_path: Path) -> None:
     report = json.loads(done.stdout)
     assert not [d for d in report["devices"] if d["kind"] == "adb"]
     assert any(note.startswith("adb server:") for note in report["notes"])
+
+
+def test_install_systemd_command_under_a_prefix(tmp_path: Path) -> None:
+    """The command users run: files in place, the unit runs this mtkfs, and nothing is
+    reloaded for a prefix other than / (it is not the running system)."""
+    env = {**os.environ, "PATH": f"{MTKFS_EXE.parent}:{os.environ.get('PATH', '')}"}
+    done = subprocess.run([str(MTKFS_EXE), "install-systemd", "--prefix", str(tmp_path)],
+                          env=env, capture_output=True, text=True, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    unit = (tmp_path / "etc/systemd/system/mtkfs@.service").read_text()
+    assert f"ExecStart={MTKFS_EXE} service %i" in unit
+    assert (tmp_path / "etc/udev/rules.d/60-mtkfs.rules").exists()
+    assert "udevadm" not in done.stdout and "daemon-reload" not in done.stdout
+    removed = subprocess.run(
+        [str(MTKFS_EXE), "install-systemd", "--prefix", str(tmp_path), "--uninstall"],
+        env=env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert removed.returncode == 0, removed.stderr
+    assert not (tmp_path / "etc/systemd/system/mtkfs@.service").exists()
+    assert not (tmp_path / "etc/mtkfs/mtkfs.conf").exists(), "unedited config goes too"
