@@ -21,7 +21,7 @@ from typing import Any
 
 import trio
 
-from mtkfs import __version__
+from mtkfs import __version__, fstab
 from mtkfs.cache import ChunkCache
 from mtkfs.cli_source import add_source_args, source_argv, source_options
 from mtkfs.cli_writes import add_journal_dir, add_write_commands, cmd_journal, cmd_status
@@ -34,7 +34,7 @@ from mtkfs.daemon import (
     serve,
 )
 from mtkfs.discover import discover_map
-from mtkfs.errors import MountpointError, MtkfsError
+from mtkfs.errors import MountpointError, MtkfsError, UsageError
 from mtkfs.log import setup_logging
 from mtkfs.maps.report import map_report
 from mtkfs.mounts import mount_entry
@@ -77,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="OPTIONS",
-        help="comma-separated mount options: ro (default), rw, allow_other, default_permissions",
+        help="comma-separated mount options: ro (default), rw, allow_other, default_permissions, "
+        "and the options below written fstab-style: map=FILE, cache_size=SIZE, no_map…",
     )
     _add_map_args(mount)
     add_source_args(mount)
@@ -490,6 +491,12 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    try:
+        # `mount -t fuse.mtkfs` and fstab run `mtkfs SOURCE MOUNTPOINT -o OPTIONS`: see fstab.py.
+        argv = fstab.command_line(sys.argv[1:] if argv is None else argv, parser)
+    except UsageError as exc:
+        print(f"mtkfs: error: {exc}", file=sys.stderr)
+        return exc.exit_code
     args = parser.parse_args(argv)
     debug = bool(getattr(args, "debug", False))
     setup_logging(debug=debug, log_file=getattr(args, "log", None))
