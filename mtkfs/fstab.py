@@ -9,7 +9,8 @@ way, so the two forms are one thing: ``-o ro,map=FILE`` is ``-o ro --map FILE`` 
 What arrives (util-linux 2.38 + fuse3 3.14, found by running a probe in place of mtkfs):
 mount(8) strips its own options (``defaults``, ``noauto``, ``nofail``, ``user``, ``_netdev``,
 ``x-*``, ``comment=``…), always puts ``ro`` or ``rw`` first — an fstab line without ``ro``
-arrives as ``rw``, as for every file system — and passes VFS flags such as ``nodev``,
+arrives as ``rw``, as for every file system, so that ``rw`` is ignored and writes take the
+word ``writable`` (:func:`read_only_unless_writable`) — and passes VFS flags such as ``nodev``,
 ``noatime``, ``relatime``; mount.fuse3 appends ``dev,suid`` when run as root. Called by hand,
 mount.fuse3 strips less, so the mount(8) options are dropped here too. The VFS flags are dropped:
 partition files have no device nodes, no set-id or exec bits and no access times, and libfuse
@@ -154,18 +155,31 @@ def helper_argv(argv: Sequence[str], commands: Collection[str]) -> list[str] | N
     """
     if len(argv) < 3 or argv[0] in commands or any(a.startswith("-") for a in argv[:2]):
         return None
-    options: list[str] = []
+    lists: list[str] = []
     rest = list(argv[2:])
     while rest:
         if rest[0] == "-o" and len(rest) > 1:
-            options += rest[:2]
+            lists.append(rest[1])
             rest = rest[2:]
         elif rest[0].startswith("-o") and len(rest[0]) > 2:
-            options += ["-o", rest[0][2:]]
+            lists.append(rest[0][2:])
             rest = rest[1:]
         else:
             return None
+    options = [o for text in lists for o in ["-o", read_only_unless_writable(text)]]
     return ["mount", *options, "--", argv[0], argv[1]]
+
+
+def read_only_unless_writable(text: str) -> str:
+    """mount(8)'s ``-o`` list with its ``rw`` ignored, and ``writable`` turned into ``rw``.
+
+    mount(8) passes ``rw`` for every line that does not say ``ro`` — the default of every file
+    system, not a decision. mtkfs is read-only unless asked (a phone's flash is not a scratch
+    disk), so through mount(8) writes take the explicit word ``writable``.
+    """
+    items = split_options(text)
+    kept = ["rw" if item.strip() == "writable" else item for item in items if item.strip() != "rw"]
+    return ",".join(f'"{item}"' if "," in item else item for item in kept)
 
 
 def expand_mount_options(argv: Sequence[str], flags: Mapping[str, Flag]) -> list[str]:

@@ -207,14 +207,23 @@ def test_an_fstab_line_with_systemd_options_and_a_map(
     umount8(mnt)
 
 
-def test_a_line_without_ro_mounts_read_write_like_any_fstab_line(
+def test_a_line_without_ro_stays_read_only_and_writable_opts_in(
     p70a_rw: Layout, shared: Path, tmp_path: Path
 ) -> None:
-    """mount(8) passes ``rw`` when the line does not say ``ro``: mtkfs does as told."""
+    """mount(8) passes ``rw`` whenever the line does not say ``ro``: that is its default, not
+    a decision, so mtkfs stays read-only; the word ``writable`` makes the mount read-write."""
     mnt = shared / "mnt"
     mnt.mkdir()
     fstab = tmp_path / "fstab"
     fstab.write_text(f"{p70a_rw.folder} {mnt} fuse.mtkfs noauto,journal_dir={tmp_path}/j 0 0\n")
+    result = mount("--fstab", fstab, mnt, shared=shared)
+    assert result.returncode == 0, result.stderr
+    assert json.loads((mnt / ".mtkfs" / "status.json").read_text())["read_only"] is True
+    assert "ro" in fs_options(mnt)[1]
+    umount8(mnt)
+    fstab.write_text(
+        f"{p70a_rw.folder} {mnt} fuse.mtkfs noauto,writable,journal_dir={tmp_path}/j 0 0\n"
+    )
     result = mount("--fstab", fstab, mnt, shared=shared)
     assert result.returncode == 0, result.stderr
     assert json.loads((mnt / ".mtkfs" / "status.json").read_text())["read_only"] is False

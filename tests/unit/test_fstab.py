@@ -60,6 +60,20 @@ def test_mount_fuse_form_takes_several_and_glued_option_lists() -> None:
     assert args.options == ["ro"] and args.cache_size == "1G"
 
 
+def test_mount_fuse_form_is_read_only_unless_writable() -> None:
+    # mount(8) passes rw for every line without ro: its default, not the user's decision.
+    assert parse("/img/user.bin", "/mnt/p", "-o", "rw,noauto,map=/a").options == []
+    assert PARSER.parse_args(
+        fstab.command_line(["/img/user.bin", "/mnt/p", "-o", "rw,writable"], PARSER)
+    ).options == ["rw"]
+    # Commas inside quotes survive the rewrite (the whole item is quoted again).
+    assert fstab.read_only_unless_writable('rw,link_model="a=1,b=2",writable') == (
+        '"link_model=a=1,b=2",rw'
+    )
+    # The plain command is unchanged: -o rw is a decision there.
+    assert parse("mount", "-o", "rw", "img", "/mnt").options == ["rw"]
+
+
 @pytest.mark.parametrize(
     "argv",
     [
