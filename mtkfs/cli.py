@@ -24,6 +24,7 @@ import trio
 from mtkfs import __version__, fstab
 from mtkfs.cache import ChunkCache
 from mtkfs.cli_source import add_source_args, source_argv, source_options
+from mtkfs.cli_systemd import add_systemd_commands, cmd_detect, cmd_install_systemd, cmd_service
 from mtkfs.cli_writes import add_journal_dir, add_write_commands, cmd_journal, cmd_status
 from mtkfs.daemon import (
     DEFAULT_CACHE_BYTES,
@@ -43,6 +44,9 @@ from mtkfs.transports.linkmodel import parse_link_spec
 from mtkfs.units import human_size, parse_size
 
 log = logging.getLogger(__name__)
+
+
+_NOTIFY_VARIABLES = frozenset({"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"})
 
 
 def default_log_file() -> Path:
@@ -175,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--debug", action="store_true", help="verbose logging, tracebacks")
 
     add_write_commands(sub)
+    add_systemd_commands(sub)
     return parser
 
 
@@ -254,6 +259,9 @@ def cmd_mount(args: argparse.Namespace) -> int:
                 stderr=log_stream,
                 pass_fds=(write_fd,),
                 start_new_session=True,
+                # We are the process a service manager watches, not the daemon: it must not
+                # claim READY=1 for us (run `mtkfs mount -f` under a Type=notify unit).
+                env={k: v for k, v in os.environ.items() if k not in _NOTIFY_VARIABLES},
             )
     finally:
         os.close(write_fd)
@@ -507,6 +515,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "info": cmd_info,
         "status": cmd_status,
         "journal": cmd_journal,
+        "service": cmd_service,
+        "detect": cmd_detect,
+        "install-systemd": cmd_install_systemd,
     }
     try:
         return commands[args.command](args)
