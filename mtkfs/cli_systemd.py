@@ -65,25 +65,11 @@ def add_systemd_commands(sub: Any) -> None:
 # -- service ----------------------------------------------------------------------------------
 
 
-def _mount_option_table(parser: argparse.ArgumentParser) -> Any:
-    from mtkfs.service import MountOptionTable
+def _mount_option_table(parser: argparse.ArgumentParser) -> dict[str, Any]:
+    """``mtkfs mount``'s options by their configuration-file names (the fstab names)."""
+    from mtkfs.fstab import mount_flags, subcommands
 
-    mount = next(
-        action.choices["mount"]
-        for action in parser._actions
-        if isinstance(action, argparse._SubParsersAction)
-    )
-    flags: set[str] = set()
-    values: set[str] = set()
-    for action in mount._actions:
-        longs = [o for o in action.option_strings if o.startswith("--")]
-        if not longs or action.help == argparse.SUPPRESS or longs[0] == "--help":
-            continue
-        key = longs[0][2:].replace("-", "_")
-        if key in ("foreground", "ready_fd", "log", "debug"):
-            continue  # the service decides these
-        (flags if action.nargs == 0 else values).add(key)
-    return MountOptionTable(frozenset(flags), frozenset(values))
+    return dict(mount_flags(subcommands(parser)["mount"]))
 
 
 def cmd_service(args: argparse.Namespace) -> int:

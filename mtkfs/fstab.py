@@ -210,14 +210,14 @@ def expand_mount_options(argv: Sequence[str], flags: Mapping[str, Flag]) -> list
 def command_line(argv: Sequence[str], parser: argparse.ArgumentParser) -> list[str]:
     """The ``mtkfs`` arguments to parse: the mount.fuse3 form turned into ``mount``, and the
     ``-o`` lists of ``mount`` translated. Other commands pass unchanged."""
-    commands = _subcommands(parser)
+    commands = subcommands(parser)
     argv = helper_argv(argv, commands) or list(argv)
     if argv[:1] == ["mount"] and "mount" in commands:
         return [argv[0], *expand_mount_options(argv[1:], mount_flags(commands["mount"]))]
     return argv
 
 
-def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+def subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             return dict(action.choices)

@@ -25,13 +25,14 @@ import logging
 import os
 import re
 import subprocess
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import trio
 
 from mtkfs.errors import MountpointError, UsageError
+from mtkfs.fstab import Flag
 from mtkfs.links.usb_ids import identity_of
 
 log = logging.getLogger(__name__)
@@ -102,7 +103,7 @@ def check_instance(instance: str) -> str:
 
 
 def plan(
-    instance: str, config: configparser.ConfigParser, mount_options: MountOptionTable
+    instance: str, config: configparser.ConfigParser, mount_options: Mapping[str, Flag]
 ) -> ServicePlan:
     """The mount for ``instance``: its source, mountpoint and ``mtkfs mount`` options."""
     check_instance(instance)
@@ -139,15 +140,13 @@ def plan(
     )
 
 
-@dataclass(frozen=True)
-class MountOptionTable:
-    """The long options of ``mtkfs mount`` (from its argparse parser): which take a value."""
-
-    flags: frozenset[str]  # store_true options, e.g. "no_map"
-    values: frozenset[str]  # options with one value, e.g. "cache_dir"
+#: ``mtkfs mount`` options the service sets itself.
+_SERVICE_DECIDES = frozenset({"log"})
 
 
-def _mount_argv(section: configparser.SectionProxy, table: MountOptionTable) -> list[str]:
+def _mount_argv(section: configparser.SectionProxy, table: Mapping[str, Flag]) -> list[str]:
+    """The section as ``mtkfs mount`` options; the key names are the fstab ones
+    (:func:`mtkfs.fstab.mount_flags`: ``--cache-dir`` → ``cache_dir``)."""
     argv: list[str] = []
     mode = section.get("mode", "ro").strip()
     if mode not in ("ro", "rw"):
@@ -157,17 +156,17 @@ def _mount_argv(section: configparser.SectionProxy, table: MountOptionTable) -> 
     for key, value in section.items():
         if key in SERVICE_KEYS:
             continue
-        flag = "--" + key.replace("_", "-")
-        if key in table.flags:
-            if _boolean(key, value):
-                argv.append(flag)
-        elif key in table.values:
-            items = [v for v in re.split(r"[\s,]+", value) if v] if key in LIST_KEYS else [value]
-            for item in items:
-                argv += [flag, item.strip()]
-        else:
-            known = sorted(SERVICE_KEYS | table.flags | table.values)
+        flag = table.get(key) if key not in _SERVICE_DECIDES else None
+        if flag is None:
+            known = sorted(SERVICE_KEYS | (table.keys() - _SERVICE_DECIDES))
             raise UsageError(f"unknown key {key!r} in mtkfs.conf; known keys: {', '.join(known)}")
+        if flag.metavar is None:
+            if _boolean(key, value):
+                argv.append(flag.option)
+            continue
+        items = [v for v in re.split(r"[\s,]+", value) if v] if key in LIST_KEYS else [value]
+        # One token, --option=VALUE: a value starting with "-" is never taken for an option.
+        argv += [f"{flag.option}={item.strip()}" for item in items]
     return argv
 
 

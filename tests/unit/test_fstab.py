@@ -13,7 +13,7 @@ from mtkfs.cli import build_parser, main
 from mtkfs.errors import UsageError
 
 PARSER = build_parser()
-FLAGS = fstab.mount_flags(fstab._subcommands(PARSER)["mount"])
+FLAGS = fstab.mount_flags(fstab.subcommands(PARSER)["mount"])
 
 #: A sample value per metavar, valid for the option's type.
 SAMPLES = {

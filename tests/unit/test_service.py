@@ -28,9 +28,12 @@ def _config(tmp_path: Path, text: str, dropin: str = "") -> service.configparser
 
 
 def test_option_table_comes_from_the_mount_parser() -> None:
-    assert {"no_map", "no_cache_dir", "unlock_regions", "trust_cache"} <= TABLE.flags
-    assert {"map", "unlock", "da", "preloader", "cache_dir", "flash", "journal_dir"} <= TABLE.values
-    assert not {"foreground", "ready_fd", "debug", "inject_faults"} & (TABLE.flags | TABLE.values)
+    switches = {name for name, flag in TABLE.items() if flag.metavar is None}
+    assert {"no_map", "no_cache_dir", "unlock_regions", "trust_cache"} <= switches
+    assert {"map", "unlock", "da", "preloader", "cache_dir", "flash", "journal_dir"} <= (
+        TABLE.keys() - switches
+    )
+    assert not {"foreground", "ready_fd", "inject_faults"} & TABLE.keys()
 
 
 def test_usb_instance_needs_no_configuration(tmp_path: Path) -> None:
@@ -54,13 +57,14 @@ def test_defaults_sections_and_dropins(tmp_path: Path) -> None:
     assert argv[:2] == ["-o", "rw,allow_other"]
     # The section's own keys first (files in order), then [defaults]; no_map = no is dropped.
     assert argv[2:] == [
-        "--unlock", "boot", "--unlock", "recovery", "--trust-cache", "--map", "/etc/a.txt",
-        "--map", "/etc/b.txt", "--da", "/srv/DA.bin", "--cache-dir", "/var/cache/mtkfs",
+        "--unlock=boot", "--unlock=recovery", "--trust-cache", "--map=/etc/a.txt",
+        "--map=/etc/b.txt", "--da=/srv/DA.bin", "--cache-dir=/var/cache/mtkfs",
     ]  # fmt: skip
     # The whole argv parses as a mount command line.
     build_parser().parse_args(["mount", *argv, "--", plan.source, str(plan.mountpoint)])
     other = service.plan("usb-2-1", conf, TABLE)
-    assert "--da" in other.mount_argv and "--unlock" not in other.mount_argv
+    assert "--da=/srv/DA.bin" in other.mount_argv
+    assert not any(a.startswith("--unlock") for a in other.mount_argv)
 
 
 def test_configured_and_adb_instances(tmp_path: Path) -> None:
@@ -71,7 +75,7 @@ def test_configured_and_adb_instances(tmp_path: Path) -> None:
     )
     cam = service.plan("uboot-cam", conf, TABLE)
     assert cam.presence == service.Presence("path", "/dev/mtkfs-uboot-cam")
-    assert cam.mount_argv == ("-o", "ro", "--flash", "sf")
+    assert cam.mount_argv == ("-o", "ro", "--flash=sf")
     assert service.plan("lab", conf, TABLE).presence.kind == "always"
     adb = service.plan("adb-0123456789ABCDEF", conf, TABLE)
     assert adb.source == "adb:0123456789ABCDEF"
@@ -88,6 +92,7 @@ def test_configured_and_adb_instances(tmp_path: Path) -> None:
         ("board", "", "no source for instance 'board'"),
         ("b", "[b]\nsource = sim:mt6765\nmode = rwx\n", "expected ro or rw"),
         ("b", "[b]\nsource = sim:mt6765\ncahce_dir = /x\n", "unknown key 'cahce_dir'"),
+        ("b", "[b]\nsource = sim:mt6765\nlog = /x\n", "unknown key 'log'"),
         ("b", "[b]\nsource = sim:mt6765\nno_map = maybe\n", "expected yes or no"),
         ("b", "[b]\nsource = sim:mt6765\nmount_root = run\n", "absolute"),
         ("b", "[b]\nsource = sim:mt6765\ngone_after = soon\n", "not seconds"),
