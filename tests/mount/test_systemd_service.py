@@ -165,9 +165,18 @@ def test_rw_status_lines_follow_the_commit(p70a_rw: Layout, tmp_path: Path) -> N
         assert committing and committing[0].string.startswith("mounted "), statuses
         chunks = int(committing[0].group(1))
         assert statuses[-1].endswith(f"; idle; {chunks} chunk(s) written and verified"), statuses
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=60) == 0
+        # Written but not committed (no fsync, no close, no timer): SIGTERM must commit it.
+        late = pseudo_random("systemd/late", 4096)
+        fd = os.open(mountpoint / "logo.img", os.O_WRONLY)
+        try:
+            assert os.pwrite(fd, late, 1 << 20) == len(late)
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=60) == 0
+        finally:
+            with contextlib.suppress(OSError):
+                os.close(fd)
     assert p70a_rw.read("logo", 0, len(data)) == data
+    assert p70a_rw.read("logo", 1 << 20, len(late)) == late
 
 
 def test_an_unplugged_device_takes_its_mount_down(p70a_rw: Layout, tmp_path: Path) -> None:
