@@ -18,11 +18,12 @@ BENCH_ARGS ?=
 # headers and venv, the tools the test images are built and checked with, and Debian's real adb
 # server plus a static busybox for the fake Android phone the adb tests attach to it, and QEMU with
 # Debian's U-Boot build for it: the real U-Boot the uboot: transport is tested against, and
-# systemd for systemd-analyze (the mtkfs@.service unit is verified with it), mtd-utils for
-# mkfs.jffs2 (the jffs2 images the jffs2 view is tested on).
+# systemd for systemd-analyze (the mtkfs@.service unit is verified with it), dosfstools for a
+# FAT image content detection is tested on, mtd-utils for mkfs.jffs2 (the jffs2 images the
+# jffs2 view is tested on).
 APT_PACKAGES := fuse3 libfuse3-dev libusb-1.0-0 pkg-config gcc python3-venv python3-dev \
 	e2fsprogs gdisk parted util-linux fdisk adb busybox-static qemu-system-arm u-boot-qemu \
-	systemd mtd-utils
+	systemd dosfstools mtd-utils
 
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 APT_GET := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get
