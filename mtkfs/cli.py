@@ -26,6 +26,7 @@ from mtkfs.cache import ChunkCache
 from mtkfs.cli_source import add_source_args, source_argv, source_options
 from mtkfs.cli_systemd import add_systemd_commands, cmd_detect, cmd_install_systemd, cmd_service
 from mtkfs.cli_writes import add_journal_dir, add_write_commands, cmd_journal, cmd_status
+from mtkfs.content.scan import detect_partitions
 from mtkfs.daemon import (
     DEFAULT_CACHE_BYTES,
     DEFAULT_COMMIT_INTERVAL_S,
@@ -415,7 +416,8 @@ async def _ls_report(args: argparse.Namespace) -> dict[str, Any]:
             device_table=await transport.device_table(),
             probe_limit_bytes=transport.probe_limit_bytes,
         )
-        return map_report(transport.description, transport.regions.values(), pmap)
+        contents = await detect_partitions(transport, pmap)
+        return map_report(transport.description, transport.regions.values(), pmap, contents)
     finally:
         await transport.aclose()
 
@@ -431,13 +433,14 @@ def cmd_ls(args: argparse.Namespace) -> int:
     regions = ", ".join(f"{r['name']} {human_size(r['size'])}" for r in report["regions"])
     print(f"regions: {regions}")
     print()
-    print(f"{'#':>3}  {'NAME':<16} {'REGION':<6} {'OFFSET':>14} {'SIZE':>14}")
+    print(f"{'#':>3}  {'NAME':<16} {'REGION':<6} {'OFFSET':>14} {'SIZE':>14} {'':>10}  CONTENT")
     for part in report["partitions"]:
         number = "" if part["number"] is None else str(part["number"])
         mark = "" if part["exposed"] else "  (missing)"
+        content = part["content"]["detail"] if part["content"] else ""
         print(
             f"{number:>3}  {part['name']:<16} {part['region']:<6} {part['offset']:>#14x} "
-            f"{part['size']:>#14x} {human_size(part['size']):>10}{mark}"
+            f"{part['size']:>#14x} {human_size(part['size']):>10}  {content}{mark}"
         )
         for warning in part["warnings"]:
             print(f"{'':>5}! {warning}")

@@ -27,6 +27,7 @@ import trio
 
 from mtkfs.cache import ChunkCache
 from mtkfs.commit import WriteBack
+from mtkfs.content.scan import ScanStats, detect_partitions
 from mtkfs.discover import discover_map
 from mtkfs.diskcache import DiskCache
 from mtkfs.errors import JournalPendingError, MountpointError, MtkfsError, UsageError
@@ -283,6 +284,8 @@ async def serve(
             probe_limit_bytes=transport.probe_limit_bytes,
         )
         check_unlocks(config, pmap)
+        detect_stats = ScanStats()
+        contents = await detect_partitions(transport, pmap, detect_stats)
         for warning in pmap.warnings:
             log.warning("%s", warning)
         for part in pmap.partitions:
@@ -309,6 +312,8 @@ async def serve(
             writeback=writeback,
             unlock=config.unlock,
             unlock_regions=config.unlock_regions,
+            contents=contents,
+            detect_stats=detect_stats,
         )
         tree = await view.build_tree()
         count = sum(1 for p in pmap.partitions if p.exposed)

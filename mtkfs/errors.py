@@ -169,6 +169,13 @@ class BadBlockError(TransportError):
     errno = _errno.EIO
 
 
+class ContentError(MtkfsError):
+    """A file inside a ``<name>.files/`` view cannot be produced (corrupt compressed data,
+    a partition too large to parse): that file answers EIO, the rest of the view stays."""
+
+    errno = _errno.EIO
+
+
 class JournalError(MtkfsError):
     """The write journal needs the user's decision before writes may continue."""
 

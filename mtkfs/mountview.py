@@ -17,6 +17,9 @@ from typing import Any
 from mtkfs import __version__
 from mtkfs.cache import ChunkCache
 from mtkfs.commit import WriteBack
+from mtkfs.content.detect import Detected
+from mtkfs.content.scan import ScanStats
+from mtkfs.content.views import ViewState, add_view, parser_for
 from mtkfs.fuse.tree import ROOT_INODE, Tree
 from mtkfs.generated import Generated, Live, Static
 from mtkfs.maps.model import Partition, PartitionMap, Region
@@ -97,6 +100,8 @@ class MountView:
         writeback: WriteBack | None = None,
         unlock: Collection[str] = (),
         unlock_regions: bool = False,
+        contents: Mapping[str, Detected] | None = None,
+        detect_stats: ScanStats | None = None,
     ) -> None:
         self.mountpoint = mountpoint
         self.log_file = log_file
@@ -106,8 +111,13 @@ class MountView:
         self.writeback = writeback
         self.unlock = frozenset(unlock)
         self.unlock_regions = unlock_regions
-        self.report = map_report(transport.description, transport.regions.values(), pmap)
+        self.contents = dict(contents or {})
+        self.report = map_report(
+            transport.description, transport.regions.values(), pmap, self.contents
+        )
         self.started_s = time.time()
+        self.views: dict[str, ViewState] = {}
+        self.detect_stats = detect_stats or ScanStats()
 
     async def build_tree(self) -> Tree:
         """Partition files, ``regions/``, SP Flash Tool files, ``.mtkfs/``."""
@@ -122,6 +132,12 @@ class MountView:
                     locked=partition_lock(part.name, self.unlock),
                 )
                 tree.add_volume(ROOT_INODE, f"{part.name}.img", volume)
+                detected = self.contents.get(part.name)
+                parse = None if detected is None else parser_for(detected.kind)
+                if detected is not None and parse is not None:
+                    self.views[part.name] = add_view(
+                        tree, ROOT_INODE, volume, self.cache, detected.kind, parse
+                    )
         regions_dir = tree.add_dir(ROOT_INODE, "regions")
         for region in self.transport.regions.values():
             tree.add_volume(regions_dir.inode, f"{region.name}.img", self._region_volume(region))
@@ -193,6 +209,7 @@ class MountView:
             "mountpoint": str(self.mountpoint),
             "started": self.started_s,
             "partitions": sum(1 for p in self.pmap.partitions if p.exposed),
+            "views": {name: view.as_dict() for name, view in self.views.items()},
             "log": str(self.log_file) if self.log_file else None,
             "cache": {
                 "chunk_bytes": self.cache.chunk_bytes,
@@ -221,4 +238,5 @@ class MountView:
             if disk is None
             else {"directory": str(disk.directory), **vars(disk.stats)},
             "transport": self.transport.stats(),
+            "detection": vars(self.detect_stats),
         }

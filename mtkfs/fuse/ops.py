@@ -41,6 +41,11 @@ R = TypeVar("R")
 _STATIC_TIMEOUT_S = 300.0
 
 
+def _perm(node: Node, default: int) -> int:
+    """The permission bits shown: a view entry's own, else the mount's ``default``."""
+    return default if node.mode is None else node.mode & 0o7777
+
+
 def translate_errors(
     handler: Callable[P, Coroutine[Any, Any, R]],
 ) -> Callable[P, Coroutine[Any, Any, R]]:
@@ -117,6 +122,7 @@ class MtkfsOperations(pyfuse3.Operations):
         self.gid = os.getgid()
         self._open: dict[int, _OpenFile] = {}
         self._next_fh = 1
+        self._load_lock = trio.Lock()
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -133,16 +139,20 @@ class MtkfsOperations(pyfuse3.Operations):
         attr.generation = 0
         timeout = _STATIC_TIMEOUT_S
         if node.is_dir:
-            attr.st_mode = pyfuse3.ModeT(stat.S_IFDIR | 0o555)
+            attr.st_mode = pyfuse3.ModeT(stat.S_IFDIR | _perm(node, 0o555))
             attr.st_nlink = 2
             size = 0
+        elif node.symlink is not None:
+            attr.st_mode = pyfuse3.ModeT(stat.S_IFLNK | 0o777)
+            attr.st_nlink = 1
+            size = len(node.symlink)
         else:
             writable = (
                 self.writeback is not None
                 and node.volume is not None
                 and node.volume.locked is None
             )
-            attr.st_mode = pyfuse3.ModeT(stat.S_IFREG | (0o644 if writable else 0o444))
+            attr.st_mode = pyfuse3.ModeT(stat.S_IFREG | _perm(node, 0o644 if writable else 0o444))
             attr.st_nlink = 1
             if node.volume is not None:
                 size = node.volume.size_bytes
@@ -154,7 +164,8 @@ class MtkfsOperations(pyfuse3.Operations):
         attr.st_blksize = 1 << 16
         attr.st_uid = self.uid
         attr.st_gid = self.gid
-        attr.st_atime_ns = attr.st_mtime_ns = attr.st_ctime_ns = self.mtime_ns
+        mtime_ns = self.mtime_ns if node.mtime_s is None else int(node.mtime_s * 1e9)
+        attr.st_atime_ns = attr.st_mtime_ns = attr.st_ctime_ns = mtime_ns
         attr.entry_timeout = timeout
         attr.attr_timeout = timeout
         return attr
@@ -177,6 +188,15 @@ class MtkfsOperations(pyfuse3.Operations):
             "removed, renamed, truncated or extended (write with dd conv=notrunc)"
         )
 
+    async def _loaded(self, node: Node) -> Node:
+        """A ``.files`` folder is filled on first look; concurrent looks wait for the one fill."""
+        if node.loader is not None:
+            async with self._load_lock:
+                if node.loader is not None:
+                    loader, node.loader = node.loader, None
+                    await loader()
+        return node
+
     def _handle(self, fh: int) -> _OpenFile:
         handle = self._open.get(fh)
         if handle is None:
@@ -196,6 +216,7 @@ class MtkfsOperations(pyfuse3.Operations):
             return self._attr(self._node(parent.parent))
         if parent.children is None:
             raise pyfuse3.FUSEError(errno.ENOTDIR)
+        await self._loaded(parent)
         inode = parent.children.get(name)
         if inode is None:
             raise pyfuse3.FUSEError(errno.ENOENT)
@@ -219,7 +240,7 @@ class MtkfsOperations(pyfuse3.Operations):
     async def readdir(
         self, fh: pyfuse3.FileHandleT, start_id: int, token: pyfuse3.ReaddirToken
     ) -> None:
-        node = self._node(fh)
+        node = await self._loaded(self._node(fh))
         assert node.children is not None
         # Offsets are positions in name order + 1: stable, because the tree never changes.
         entries = sorted(node.children.items())
@@ -235,12 +256,21 @@ class MtkfsOperations(pyfuse3.Operations):
         return None
 
     @translate_errors
+    async def readlink(self, inode: pyfuse3.InodeT, ctx: pyfuse3.RequestContext) -> bytes:
+        node = self._node(inode)
+        if node.symlink is None:
+            raise pyfuse3.FUSEError(errno.EINVAL)
+        return node.symlink
+
+    @translate_errors
     async def open(
         self, inode: pyfuse3.InodeT, flags: int, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.FileInfo:
         node = self._node(inode)
         if node.is_dir:
             raise pyfuse3.FUSEError(errno.EISDIR)
+        if node.symlink is not None:
+            raise pyfuse3.FUSEError(errno.ELOOP)
         name = node.name.decode(errors="replace")
         writing = flags & os.O_ACCMODE != os.O_RDONLY
         if writing or flags & os.O_TRUNC:

@@ -6,15 +6,19 @@ Layout::
     /regions/<region>.img   each whole region (user, boot1, boot2, rpmb, flash…)
     /.mtkfs/map.json        the resolved map (same as ``mtkfs ls --json``)
     /.mtkfs/status.json     live state: cache counters, warnings, pid
+    /<name>.files/          what a jffs2 or boot-image partition holds (filled on first look)
 
 Why static: the partition map is fixed for the life of a mount, so inode numbers, names and sizes
 never change and the kernel may cache lookups and attributes for long. Control files are the one
 dynamic thing; they are generated on open and served with ``direct_io`` so their size may change.
+The ``.files`` folders are filled once, on first look (parsing a partition means reading all of
+it, which over a slow link must not happen at mount time); after that they are static too.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from mtkfs.generated import Generated
@@ -34,6 +38,11 @@ class Node:
         volume: for partition/region files, the byte range they show.
         content: for generated files, what produces their bytes.
         children: for directories, name → inode.
+        loader: for a directory filled on first look: fills it (then set to None).
+        symlink: a symlink's target.
+        mode: permission bits shown instead of the mount's own (files inside a ``.files``
+            view show the modes they have there).
+        mtime_s: modification time shown instead of the source's.
     """
 
     inode: int
@@ -42,6 +51,10 @@ class Node:
     volume: Volume | None = None
     content: Generated | None = None
     children: dict[bytes, int] | None = None
+    loader: Callable[[], Awaitable[None]] | None = None
+    symlink: bytes | None = None
+    mode: int | None = None
+    mtime_s: float | None = None
 
     @property
     def is_dir(self) -> bool:
@@ -89,6 +102,12 @@ class Tree:
     def add_control(self, parent: int, name: str, content: Generated) -> Node:
         """A generated file (JSON status, scatter.txt and the like)."""
         return self._add(parent, name, content=content)
+
+    def add_symlink(self, parent: int, name: str, target: bytes) -> Node:
+        """A symlink (inside a ``.files`` view)."""
+        node = self._add(parent, name)
+        node.symlink = target
+        return node
 
     def volumes(self) -> list[Node]:
         """Every node that shows flash bytes."""
