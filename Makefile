@@ -20,10 +20,11 @@ BENCH_ARGS ?=
 # Debian's U-Boot build for it: the real U-Boot the uboot: transport is tested against, and
 # systemd for systemd-analyze (the mtkfs@.service unit is verified with it), dosfstools for a
 # FAT image content detection is tested on, mtd-utils for mkfs.jffs2 (the jffs2 images the
-# jffs2 view is tested on).
+# jffs2 view is tested on), mkbootimg (boot images for the boot view) and img2simg/simg2img
+# (Android sparse images).
 APT_PACKAGES := fuse3 libfuse3-dev libusb-1.0-0 pkg-config gcc python3-venv python3-dev \
 	e2fsprogs gdisk parted util-linux fdisk adb busybox-static qemu-system-arm u-boot-qemu \
-	systemd dosfstools mtd-utils
+	systemd dosfstools mtd-utils mkbootimg android-sdk-libsparse-utils
 
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 APT_GET := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get

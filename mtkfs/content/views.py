@@ -39,6 +39,10 @@ def parser_for(kind: str) -> Callable[[bytes], ContentView] | None:
         from mtkfs.content.jffs2 import parse_jffs2
 
         return parse_jffs2
+    if kind in ("android-boot", "vendor-boot"):
+        from mtkfs.content.bootimg import parse_boot_image
+
+        return parse_boot_image
     return None
 
 

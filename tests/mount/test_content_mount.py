@@ -5,10 +5,12 @@ NOR word-swapped (seed 003's md.l dump); detection's cost in bytes; damaged jffs
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import random
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -16,7 +18,8 @@ from helpers import fuse_available
 from mounting import mounted
 
 from mtkfs.testing import jffs2_build as jb
-from mtkfs.testing.disk import pseudo_random
+from mtkfs.testing.bootimg_build import mtk, newc
+from mtkfs.testing.disk import Layout, pseudo_random
 from mtkfs.testing.qemu_uboot import SEED_003_BOOTLOG, SEED_003_MTD
 
 _fuse_ok, _fuse_why = fuse_available()
@@ -167,3 +170,31 @@ def test_a_damaged_jffs2_gives_a_partial_view_and_the_daemon_lives(
         assert (mnt / "HOME.files/cfg/wifi.conf").read_bytes() == b"ssid=home\npsk=secret\n"
         assert status["state"] == "mounted"
         assert readable >= 1
+
+
+def test_a_boot_image_with_mediatek_headers_browses(p70a_rw: Layout, tmp_path: Path) -> None:
+    """boot.img made by mkbootimg with MTK-wrapped kernel and ramdisk, written into the
+    P-70A readback's boot partition: boot.files/ has them byte-equal, headers stripped."""
+    kernel = pseudo_random("content/kernel", 300_000)
+    cpio = newc([("init", 0o100750, b"\x7fELF init"), ("init.rc", 0o100644, b"on boot\n")])
+    ramdisk = gzip.compress(cpio, mtime=0)
+    (tmp_path / "k").write_bytes(mtk(b"KERNEL", kernel))
+    (tmp_path / "r").write_bytes(mtk(b"ROOTFS", ramdisk))
+    subprocess.run(["mkbootimg", "--kernel", str(tmp_path / "k"), "--ramdisk",
+                    str(tmp_path / "r"), "--cmdline", "console=ttyMT0 bootopt=64S3",
+                    "-o", str(tmp_path / "boot.img")], check=True)  # fmt: skip
+    boot = p70a_rw.by_name("boot")
+    with (p70a_rw.folder / "User").open("r+b") as f:
+        f.seek(boot.offset_bytes)
+        f.write((tmp_path / "boot.img").read_bytes())
+    with mounted(p70a_rw.folder, tmp_path / "mnt") as mnt:
+        files = mnt / "boot.files"
+        assert (files / "kernel").read_bytes() == kernel
+        assert (files / "ramdisk").read_bytes() == ramdisk
+        assert (files / "ramdisk.d" / "init.rc").read_bytes() == b"on boot\n"
+        text = (files / "header.txt").read_text()
+        assert "cmdline: console=ttyMT0 bootopt=64S3" in text
+        assert "MediaTek header 'KERNEL'" in text
+        listing = json.loads((mnt / ".mtkfs" / "map.json").read_text())
+        kinds = {p["name"]: p["content"]["kind"] for p in listing["partitions"]}
+        assert kinds["boot"] == "android-boot"
