@@ -17,6 +17,7 @@ an MBR); finding nothing is :class:`NoMapError` with the fix in its message.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -113,7 +114,13 @@ async def discover_map(
     if no_map:
         return PartitionMap((), "none (--no-map)")
     if device_table is None or not device_table.partitions:
-        return await _discover(regions, read, map_files)
+        try:
+            return await _discover(regions, read, map_files)
+        except NoMapError:
+            whole = await _bare_file_system(regions, read) if not map_files else None
+            if whole is None:
+                raise
+            return whole
     try:
         pmap = await _discover(regions, read, map_files)
     except NoMapError as exc:
@@ -130,6 +137,29 @@ async def discover_map(
         return replace(named, warnings=(*named.warnings, note))
     warnings = cross_check(pmap, pmap.origin, device_table)
     return replace(pmap, warnings=(*pmap.warnings, *warnings)) if warnings else pmap
+
+
+#: Kinds that make a table-less single image one partition (a system.img, a rootfs dump).
+_FILE_SYSTEMS = frozenset({"ext4", "f2fs", "erofs", "squashfs", "vfat", "jffs2", "ubi"})
+
+
+async def _bare_file_system(regions: Mapping[str, Region], read: AsyncRead) -> PartitionMap | None:
+    """One region holding a file system and no partition table (``system.img``, an Android
+    sparse system image, a jffs2 dump): that file system is the one partition, named after
+    its label when it has a plain one, else after its kind."""
+    from mtkfs.content.detect import HEAD_BYTES, detect
+
+    if len(regions) != 1:
+        return None
+    region = next(iter(regions.values()))
+    found = detect(await read(region.name, 0, min(HEAD_BYTES, region.size_bytes)))
+    if found.kind not in _FILE_SYSTEMS:
+        return None
+    label = str(found.info.get("label", ""))
+    name = label if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}", label) else found.kind
+    part = Partition(name, region.name, 0, region.size_bytes, origin="whole image")
+    note = f"no partition table: the whole image is one {found.detail}"
+    return PartitionMap((part,), f"none: the image is one {found.kind} file system", (note,))
 
 
 def _limited(read: AsyncRead, limit_bytes: int) -> AsyncRead:

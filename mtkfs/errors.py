@@ -169,6 +169,12 @@ class BadBlockError(TransportError):
     errno = _errno.EIO
 
 
+class SparseImageError(SourceError):
+    """An Android sparse image whose headers do not add up (truncated, or lying sizes)."""
+
+    errno = _errno.EIO
+
+
 class ContentError(MtkfsError):
     """A file inside a ``<name>.files/`` view cannot be produced (corrupt compressed data,
     a partition too large to parse): that file answers EIO, the rest of the view stays."""

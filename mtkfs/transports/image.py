@@ -29,7 +29,15 @@ from pathlib import Path
 
 import trio
 
-from mtkfs.errors import DeviceGoneError, ReadOnlyError, SourceError, TransportError
+from mtkfs.content import sparse
+from mtkfs.errors import (
+    DeviceGoneError,
+    ReadOnlyError,
+    SourceError,
+    SparseImageError,
+    TransportError,
+    UsageError,
+)
 from mtkfs.maps.model import Region
 from mtkfs.transports.base import Transport
 
@@ -76,9 +84,23 @@ def _file_size_bytes(path: Path, fd: int) -> int:
     return os.fstat(fd).st_size
 
 
-def _looks_partitioned(fd: int) -> bool:
+def _sparse_index(path: Path, fd: int) -> sparse.SparseIndex | None:
+    """The chunk index when ``path`` is an Android sparse image (None for a raw one)."""
+    if not sparse.is_sparse(os.pread(fd, 4, 0)):
+        return None
+    size = _file_size_bytes(path, fd)
+    try:
+        return sparse.build_index(lambda offset, n: os.pread(fd, n, offset), size)
+    except SparseImageError as exc:
+        raise SparseImageError(f"{path}: {exc}") from exc
+
+
+def _looks_partitioned(fd: int, index: sparse.SparseIndex | None = None) -> bool:
     """True when the first sectors hold a GPT or MBR signature (cheap sniff, 8 KiB)."""
-    head = os.pread(fd, 8192, 0)
+    if index is None:
+        head = os.pread(fd, 8192, 0)
+    else:
+        head = index.read(lambda offset, n: os.pread(fd, n, offset), 0, 8192)
     if head[512:520] == b"EFI PART" or head[4096:4104] == b"EFI PART":
         return True
     return len(head) >= 512 and head[510:512] == b"\x55\xaa"
@@ -153,12 +175,22 @@ class ImageTransport(Transport):
         self, files: Mapping[str, Path], description: str, *, writable: bool = False
     ) -> None:
         self._fds: dict[str, int] = {}
+        #: Regions whose file is an Android sparse image: read through its chunk index.
+        self._sparse: dict[str, sparse.SparseIndex] = {}
         regions: dict[str, Region] = {}
         try:
             for region, path in files.items():
                 fd = _open(path, writable)
                 self._fds[region] = fd
-                size = _file_size_bytes(path, fd)
+                index = _sparse_index(path, fd)
+                if index is not None:
+                    if writable:
+                        raise UsageError(
+                            f"{path} is an Android sparse image, which mtkfs reads but does "
+                            "not write; expand it first (simg2img IN OUT) to write the result"
+                        )
+                    self._sparse[region] = index
+                size = _file_size_bytes(path, fd) if index is None else index.raw_bytes
                 if size == 0:
                     raise SourceError(f"{path} is empty: the readback did not complete?")
                 regions[region] = Region(region, size)
@@ -192,13 +224,16 @@ class ImageTransport(Transport):
         if stat.S_ISDIR(st.st_mode):
             return cls._open_folder(source, writable)
         region = region_for_file_name(source.name)
+        kind = ""
         if region is None:
             fd = _open(source)
             try:
-                region = "user" if _looks_partitioned(fd) else "flash"
+                index = _sparse_index(source, fd)
+                region = "user" if _looks_partitioned(fd, index) else "flash"
+                kind = "" if index is None else ", Android sparse"
             finally:
                 os.close(fd)
-        return cls({region: source}, f"image {source} ({region})", writable=writable)
+        return cls({region: source}, f"image {source} ({region}{kind})", writable=writable)
 
     @classmethod
     def _open_folder(cls, folder: Path, writable: bool) -> ImageTransport:
@@ -229,7 +264,13 @@ class ImageTransport(Transport):
         fd = self._fds.get(region)
         if fd is None:
             raise DeviceGoneError(f"region {region} is not open (transport closed?)")
+        index = self._sparse.get(region)
         try:
+            if index is not None:
+                return await trio.to_thread.run_sync(
+                    index.read, lambda at, n: os.pread(fd, n, at), offset_bytes, size_bytes,
+                    limiter=self._limiter,
+                )  # fmt: skip
             return await trio.to_thread.run_sync(
                 os.pread, fd, size_bytes, offset_bytes, limiter=self._limiter
             )
@@ -263,6 +304,8 @@ class ImageTransport(Transport):
         path = self.files.get(region)
         if path is None:
             raise DeviceGoneError(f"region {region} is not open (transport closed?)")
+        if region in self._sparse:
+            return await self.read(region, offset_bytes, size_bytes)  # never written
         try:
             return await trio.to_thread.run_sync(
                 _read_direct, path, offset_bytes, size_bytes, limiter=self._limiter

@@ -148,7 +148,14 @@ def test_every_partition_file_has_the_image_bytes(
         names = sorted(os.listdir(mnt))
         extra = ["regions", ".mtkfs", "scatter.txt", "Checksum.ini", "preloader.img"]
         extra.append("preloader.bin")
-        assert names == sorted([*(f"{p.name}.img" for p in layout.partitions), *extra])
+        # The partitions holding boot images also get a <name>.files/ view.
+        report = json.loads((mnt / ".mtkfs" / "map.json").read_text())
+        views = [
+            f"{p['name']}.files"
+            for p in report["partitions"]
+            if p["content"] and p["content"]["kind"] in ("android-boot", "jffs2")
+        ]
+        assert names == sorted([*(f"{p.name}.img" for p in layout.partitions), *extra, *views])
         # The boot area starts with an EMMC_BOOT header: it is shown as the preloader, and
         # without its 2 KiB header as SP Flash Tool's SV5_BL_BIN (seed 001: dd bs=512 skip=4).
         boot = layout.regions["boot1"].read_bytes()
