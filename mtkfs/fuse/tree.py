@@ -67,6 +67,8 @@ class Tree:
     """All nodes by inode number, with helpers to build them."""
 
     nodes: dict[int, Node] = field(default_factory=dict)
+    #: The next inode number (a counter: a big ``.files`` view adds thousands of nodes).
+    _next_inode: int = field(default=0, repr=False)
 
     def __post_init__(self) -> None:
         self.nodes[ROOT_INODE] = Node(ROOT_INODE, b"", ROOT_INODE, children={})
@@ -80,7 +82,10 @@ class Tree:
         content: Generated | None = None,
         children: dict[bytes, int] | None = None,
     ) -> Node:
-        inode = max(self.nodes) + 1
+        if self._next_inode == 0:
+            self._next_inode = max(self.nodes) + 1
+        inode = self._next_inode
+        self._next_inode += 1
         encoded = os.fsencode(name)
         parent_node = self.nodes[parent]
         assert parent_node.children is not None, "parent must be a directory"
