@@ -27,6 +27,7 @@ import trio
 
 from mtkfs.cache import ChunkCache
 from mtkfs.commit import WriteBack
+from mtkfs.content.samples import SampleReader
 from mtkfs.content.scan import ScanStats, detect_partitions
 from mtkfs.discover import discover_map
 from mtkfs.diskcache import DiskCache
@@ -285,7 +286,11 @@ async def serve(
         )
         check_unlocks(config, pmap)
         detect_stats = ScanStats()
-        contents = await detect_partitions(transport, pmap, detect_stats)
+        samples = SampleReader(
+            transport, cache.disk, trust_disk=config.trust_cache, stats=detect_stats
+        )
+        await samples.load()
+        contents = await detect_partitions(transport, pmap, reader=samples)
         for warning in pmap.warnings:
             log.warning("%s", warning)
         for part in pmap.partitions:

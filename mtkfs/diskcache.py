@@ -57,6 +57,8 @@ _HEAD = struct.Struct("<QII")
 _REGION_NAME = re.compile(r"[a-z0-9_]{1,32}")
 _PREFIX_CHARS = 32
 _META_MAX_BYTES = 1 << 20
+_BLOB_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}\.bin")
+_BLOB_MAX_BYTES = 16 << 20
 
 Entry = tuple[int, int]  # (length, crc32) of a chunk on disk
 
@@ -231,6 +233,35 @@ class DiskCache:
                 self._io_error("write", region, exc)
                 return
         self.stats.stored_chunks += len(entries)
+
+    async def load_blob(self, name: str) -> bytes | None:
+        """The side file ``name`` (e.g. detection samples), or None if absent or unreadable.
+
+        Side files hold small things worth keeping between sessions that are not chunks; their
+        own format carries checksums, and the caller revalidates them against the device.
+        """
+        if not _BLOB_NAME.fullmatch(name):
+            raise ValueError(f"{name!r} is not a side file name")
+        with self._in_use():
+            try:
+                return await trio.to_thread.run_sync(_read_blob, self.directory, name)
+            except FileNotFoundError:
+                return None
+            except OSError as exc:
+                self._io_error("read", name, exc)
+                return None
+
+    async def store_blob(self, name: str, payload: bytes) -> None:
+        """Replace the side file ``name`` atomically; disk failures are logged and swallowed."""
+        if not _BLOB_NAME.fullmatch(name):
+            raise ValueError(f"{name!r} is not a side file name")
+        if len(payload) > _BLOB_MAX_BYTES:
+            raise ValueError(f"{name}: {len(payload)} bytes is too big for a side file")
+        with self._in_use():
+            try:
+                await trio.to_thread.run_sync(_replace_blob, self.directory, name, payload)
+            except OSError as exc:
+                self._io_error("write", name, exc)
 
     async def flush(self) -> None:
         """Make everything stored so far durable: data files first, then index files."""
@@ -462,6 +493,22 @@ def _replace_file(dir_fd: int, name: str, payload: bytes) -> None:
         os.close(fd)
     os.replace(f"{name}.tmp", name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     os.fsync(dir_fd)
+
+
+def _read_blob(directory: Path, name: str) -> bytes:
+    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        return _read_file(dir_fd, name, _BLOB_MAX_BYTES)
+    finally:
+        os.close(dir_fd)
+
+
+def _replace_blob(directory: Path, name: str, payload: bytes) -> None:
+    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        _replace_file(dir_fd, name, payload)
+    finally:
+        os.close(dir_fd)
 
 
 def _fsync_all(fds: list[int]) -> None:
