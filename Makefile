@@ -21,10 +21,10 @@ BENCH_ARGS ?=
 # systemd for systemd-analyze (the mtkfs@.service unit is verified with it), dosfstools for a
 # FAT image content detection is tested on, mtd-utils for mkfs.jffs2 (the jffs2 images the
 # jffs2 view is tested on), mkbootimg (boot images for the boot view) and img2simg/simg2img
-# (Android sparse images).
+# (Android sparse images), zstd and gzip (the backup tests unpack dumps with the real tools).
 APT_PACKAGES := fuse3 libfuse3-dev libusb-1.0-0 pkg-config gcc python3-venv python3-dev \
 	e2fsprogs gdisk parted util-linux fdisk adb busybox-static qemu-system-arm u-boot-qemu \
-	systemd dosfstools mtd-utils mkbootimg android-sdk-libsparse-utils
+	systemd dosfstools mtd-utils mkbootimg android-sdk-libsparse-utils zstd gzip
 
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 APT_GET := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get

@@ -23,7 +23,14 @@ import trio
 
 from mtkfs import __version__, fstab
 from mtkfs.cache import ChunkCache
-from mtkfs.cli_source import add_source_args, source_argv, source_options
+from mtkfs.cli_backup import add_backup_commands, cmd_dump, cmd_restore
+from mtkfs.cli_source import (
+    add_map_args,
+    add_source_args,
+    cache_dir_of,
+    source_argv,
+    source_options,
+)
 from mtkfs.cli_systemd import add_systemd_commands, cmd_detect, cmd_install_systemd, cmd_service
 from mtkfs.cli_writes import add_journal_dir, add_write_commands, cmd_journal, cmd_status
 from mtkfs.content.scan import detect_partitions
@@ -85,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated mount options: ro (default), rw, allow_other, default_permissions, "
         "and the options below written fstab-style: map=FILE, cache_size=SIZE, no_map…",
     )
-    _add_map_args(mount)
+    add_map_args(mount)
     add_source_args(mount)
     writes = mount.add_argument_group("writes (with -o rw)")
     writes.add_argument(
@@ -162,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ls = sub.add_parser("ls", help="print the partition table of a source")
     ls.add_argument("source", metavar="SOURCE")
-    _add_map_args(ls)
+    add_map_args(ls)
     add_source_args(ls)
     ls.add_argument("--json", action="store_true", help="machine-readable output")
     ls.add_argument("--debug", action="store_true", help="verbose logging, tracebacks")
@@ -180,40 +187,12 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--debug", action="store_true", help="verbose logging, tracebacks")
 
     add_write_commands(sub)
+    add_backup_commands(sub)
     add_systemd_commands(sub)
     return parser
 
 
-def _add_map_args(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_mutually_exclusive_group()
-    group.add_argument(
-        "--map",
-        type=Path,
-        action="append",
-        default=[],
-        metavar="FILE",
-        help="partition map to use (repeatable): scatter file, dumchar_info, /proc/mtd, "
-        "boot log, mtdparts=, or a GPT/MBR/PMT image; checked against the source's own table",
-    )
-    group.add_argument(
-        "--no-map", action="store_true", help="no partition files, only the whole regions"
-    )
-
-
 # -- mount ---------------------------------------------------------------------------------------
-
-
-def _cache_dir(args: argparse.Namespace) -> Path | None:
-    """``--cache-dir``; for a ``uboot:`` source, the user's cache folder unless
-    ``--no-cache-dir``: a console dump is hours, and must survive an interrupted copy."""
-    if args.no_cache_dir:
-        return None
-    if args.cache_dir is not None:
-        return Path(args.cache_dir).absolute()
-    if str(args.source).startswith("uboot:"):
-        base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-        return Path(base) / "mtkfs" / "chunks"
-    return None
 
 
 def _mount_config(args: argparse.Namespace) -> MountConfig:
@@ -227,7 +206,7 @@ def _mount_config(args: argparse.Namespace) -> MountConfig:
         cache_bytes=parse_size(args.cache_size),
         log_file=args.log,
         link_model=None if args.link_model is None else parse_link_spec(args.link_model),
-        cache_dir=_cache_dir(args),
+        cache_dir=cache_dir_of(args),
         trust_cache=args.trust_cache,
         unlock=tuple(args.unlock),
         unlock_regions=args.unlock_regions,
@@ -521,6 +500,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "service": cmd_service,
         "detect": cmd_detect,
         "install-systemd": cmd_install_systemd,
+        "dump": cmd_dump,
+        "restore": cmd_restore,
     }
     try:
         return commands[args.command](args)

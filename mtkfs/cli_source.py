@@ -4,6 +4,7 @@ that opens one (``mount``, ``ls``, ``journal``), and their round trip into the d
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from mtkfs.transports import SourceOptions
@@ -114,3 +115,32 @@ def source_argv(options: SourceOptions) -> list[str]:
         if value is not None:
             argv += [flag, value]
     return argv
+
+
+def add_map_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument(
+        "--map",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="partition map to use (repeatable): scatter file, dumchar_info, /proc/mtd, "
+        "boot log, mtdparts=, or a GPT/MBR/PMT image; checked against the source's own table",
+    )
+    group.add_argument(
+        "--no-map", action="store_true", help="no partition files, only the whole regions"
+    )
+
+
+def cache_dir_of(args: argparse.Namespace, source: str | None = None) -> Path | None:
+    """``--cache-dir``; for a ``uboot:`` source, the user's cache folder unless
+    ``--no-cache-dir``: a console dump is hours, and must survive an interrupted copy."""
+    if args.no_cache_dir:
+        return None
+    if args.cache_dir is not None:
+        return Path(args.cache_dir).absolute()
+    if str(args.source if source is None else source).startswith("uboot:"):
+        base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        return Path(base) / "mtkfs" / "chunks"
+    return None

@@ -38,6 +38,7 @@ from mtkfs.maps.model import PartitionMap
 from mtkfs.mounts import mount_entry
 from mtkfs.mountview import TABLES, MountView
 from mtkfs.notify import Notifier
+from mtkfs.session import open_chunk_cache
 from mtkfs.testing.faults import FaultyTransport, parse_fault_spec
 from mtkfs.transports import SourceOptions, open_transport
 from mtkfs.transports.base import Transport
@@ -173,29 +174,12 @@ async def open_cache(
     transport: Transport, config: MountConfig, stack: contextlib.AsyncExitStack
 ) -> ChunkCache:
     """The chunk cache for a mount, with the persistent store when ``--cache-dir`` is given."""
-    disk = None
-    if config.cache_dir is not None:
-        disk = await DiskCache.open(
-            config.cache_dir,
-            device_id=transport.device_id,
-            chunk_bytes=transport.chunk_bytes,
-            regions=transport.regions,
-        )
-        stack.push_async_callback(disk.aclose)
-        if not transport.has_checksum and not config.trust_cache:
-            log.warning(
-                "--cache-dir: %s cannot checksum data on the device, so chunks kept from an "
-                "earlier session are read again; pass --trust-cache to use them as they are",
-                transport.description,
-            )
-    return ChunkCache(
+    return await open_chunk_cache(
         transport,
-        chunk_bytes=transport.chunk_bytes,
-        max_bytes=config.cache_bytes,
-        max_request_bytes=transport.max_request_bytes,
-        readahead_max_bytes=transport.readahead_max_bytes,
-        disk=disk,
-        trust_disk=config.trust_cache,
+        stack,
+        cache_dir=config.cache_dir,
+        trust_cache=config.trust_cache,
+        cache_bytes=config.cache_bytes,
     )
 
 

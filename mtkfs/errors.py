@@ -208,3 +208,17 @@ def all_errors() -> list[type[MtkfsError]]:
         found.append(cls)
         pending.extend(cls.__subclasses__())
     return found
+
+
+class BackupError(MtkfsError):
+    """A dump or ROM folder cannot be used: a file is missing, damaged, or not what its
+    manifest (or Checksum.ini) says; or the folder belongs to another device."""
+
+    errno = _errno.EINVAL
+    exit_code = 9
+
+
+class PlanError(BackupError):
+    """A restore plan that must not run: size mismatches, protected partitions not unlocked."""
+
+    exit_code = 10

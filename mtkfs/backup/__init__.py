@@ -1,0 +1,1 @@
+"""Backup and restore: ``mtkfs dump``, ``mtkfs export-rom``, ``mtkfs restore``."""
