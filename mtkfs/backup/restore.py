@@ -282,17 +282,19 @@ async def _write_all(
 async def _write_one(writeback: WriteBack, step: Step, progress: Progress) -> None:
     item = step.item
     progress.item(item.name, item.length)
-    pieces = item.chunks()
-    position = 0
+    pieces = item.pieces()
+    done = 0
     while True:
-        block = await trio.to_thread.run_sync(next, pieces, None)
-        if block is None:
+        piece = await trio.to_thread.run_sync(next, pieces, None)
+        if piece is None:
             break
-        await writeback.write(step.region, step.offset + position, block)
-        position += len(block)
-        progress.advance(len(block))
-    if position != item.length:
-        raise BackupError(f"{item.path}: changed while being restored ({position} bytes)")
+        at, block = piece
+        if at + len(block) > item.length:
+            raise BackupError(f"{item.path}: changed while being restored")
+        await writeback.write(step.region, step.offset + at, block)
+        progress.advance(at + len(block) - done)
+        done = at + len(block)
+    progress.advance(item.length - done)
     # Raises VerifyError unless every chunk of the item is verified on the device.
-    await writeback.sync(step.region, step.offset, step.offset + position)
+    await writeback.sync(step.region, step.offset, step.offset + item.length)
     progress.done("verified on the device")
