@@ -11,6 +11,7 @@ benchmark 1 also reads from disk) and removed afterwards; about 1.5 GB of disk, 
 4. random 4 KiB reads — p50/p99 latency of cache misses and hits.
 5. writes — verified ``dd conv=fsync`` through an rw mount vs straight into the image; over USB 2.0.
 6. DA — a simulated phone through the Download Agent over USB 2.0, vs a no-cache baseline.
+9. dump — ``mtkfs dump`` of a partition vs ``cp`` from a mount, over USB 2.0.
 
 Not part of the test suite (pytest only collects ``tests/``): numbers depend on the machine.
 """
@@ -31,6 +32,7 @@ from pathlib import Path
 
 import bench_adb
 import bench_da
+import bench_dump
 import bench_image
 import bench_lazy
 import bench_link
@@ -51,6 +53,7 @@ NAMES = {
     6: "6 DA (sim, usb2)",
     7: "7 adb (fake phone)",
     8: "8 U-Boot (sim, 115200 baud)",
+    9: "9 dump vs cp (usb2)",
 }
 
 
@@ -116,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     try:
         image = nor = None
-        if {1, 2, 4, 5} & set(selected):
+        if {1, 2, 4, 5, 9} & set(selected):
             print("building bench.img (1 GiB + 256 MiB of random bytes)…", flush=True)
             image = build_bench_image(work, data_bytes=1 * GiB, copy_bytes=256 * MiB)
             nor = build_nor_image(work)
@@ -129,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
             6: lambda: bench_da.run(report, work),
             7: lambda: bench_adb.run(report, work),
             8: lambda: bench_uboot.run(report, work),
+            9: lambda: bench_dump.run(report, image, work),
         }
         for number in selected:
             print(f"benchmark {NAMES[number]}…", flush=True)
