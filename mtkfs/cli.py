@@ -23,7 +23,7 @@ import trio
 
 from mtkfs import __version__, fstab
 from mtkfs.cache import ChunkCache
-from mtkfs.cli_backup import add_backup_commands, cmd_dump, cmd_restore
+from mtkfs.cli_backup import add_backup_commands, cmd_dump, cmd_export_rom, cmd_restore
 from mtkfs.cli_source import (
     add_map_args,
     add_source_args,
@@ -502,6 +502,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "install-systemd": cmd_install_systemd,
         "dump": cmd_dump,
         "restore": cmd_restore,
+        "export-rom": cmd_export_rom,
     }
     try:
         return commands[args.command](args)

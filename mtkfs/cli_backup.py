@@ -15,6 +15,7 @@ import trio
 
 from mtkfs.backup.dump import DumpRequest, run_dump
 from mtkfs.backup.restore import TABLES, RestoreRequest, run_restore
+from mtkfs.backup.rom import ExportRequest, run_export
 from mtkfs.cli_source import add_map_args, add_source_args, cache_dir_of, source_options
 from mtkfs.cli_writes import add_journal_dir
 from mtkfs.session import JobOptions
@@ -98,6 +99,25 @@ def add_backup_commands(sub: Any) -> None:
     )
     _add_job_args(dump)
 
+    export = sub.add_parser(
+        "export-rom",
+        help="make an SP Flash Tool ROM folder (scatter, preloader.bin, sparse ext4, Checksum.ini)",
+        description="Turn SOURCE (a phone, a readback, a dd image) into a folder SP Flash Tool "
+        "loads: a V1.1.x scatter file from the map, preloader.bin (the boot area after its "
+        "2 KiB EMMC_BOOT header), raw images of the other downloadable partitions, ext4 "
+        "partitions as Android sparse images of their used blocks, and Checksum.ini. "
+        "Calibration and identity partitions (proinfo, nvram, protect*, seccfg…) are not "
+        "downloaded by the scatter and not exported.",
+    )
+    export.add_argument("source", metavar="SOURCE")
+    export.add_argument("output", metavar="DIR", type=Path)
+    export.add_argument("--all", action="store_true", help="include a userdata over 1 GiB")
+    export.add_argument(
+        "--platform", default="MT6xxx", help="the scatter's platform, e.g. MT6752 (names the file)"
+    )
+    export.add_argument("--project", default="mtkfs", help="the scatter's project name")
+    _add_job_args(export)
+
     restore = sub.add_parser(
         "restore",
         help="write a dump (or a scatter ROM folder) back, verified, after showing the plan",
@@ -164,3 +184,15 @@ def cmd_restore(args: argparse.Namespace) -> int:
         journal_dir=None if args.journal_dir is None else args.journal_dir.absolute(),
     )
     return trio.run(run_restore, request)
+
+
+def cmd_export_rom(args: argparse.Namespace) -> int:
+    request = ExportRequest(
+        job=job_options(args, args.source),
+        out_dir=args.output.absolute(),
+        platform=args.platform,
+        project=args.project,
+        everything=args.all,
+        progress=args.progress,
+    )
+    return trio.run(run_export, request)

@@ -175,6 +175,13 @@ class SparseImageError(SourceError):
     errno = _errno.EIO
 
 
+class Ext4Error(SourceError):
+    """An ext2/3/4 file system whose superblock, descriptors or bitmaps do not add up (or that
+    uses a layout mtkfs does not read): its used blocks cannot be listed."""
+
+    errno = _errno.EIO
+
+
 class ContentError(MtkfsError):
     """A file inside a ``<name>.files/`` view cannot be produced (corrupt compressed data,
     a partition too large to parse): that file answers EIO, the rest of the view stays."""

@@ -103,6 +103,7 @@ def write_scatter(
     platform: str = "MT6xxx",
     project: str = "mtkfs",
     storage: str = "EMMC",
+    left_out: frozenset[str] = frozenset(),
 ) -> str:
     """The scatter text of ``pmap``: every partition, exposed or not, region by region.
 
@@ -110,7 +111,8 @@ def write_scatter(
     ``fs_types`` maps partition names to file systems (``ext4`` rows become ``EXT4_IMG``).
     Partitions in a region a scatter file cannot name are left out, with a comment saying so.
     ``parse_scatter`` of the result with the same ``regions`` gives back every partition's name,
-    region, offset and size.
+    region, offset and size. ``left_out``: partitions whose file a ROM folder does not hold
+    (``mtkfs export-rom`` without ``--all`` leaves a huge userdata out): not downloaded.
     """
     storage = storage.upper()
     if storage not in CONFIG_VERSIONS:
@@ -147,7 +149,9 @@ def write_scatter(
         if region_name is None:
             lines += [f"# {part.name}: region {part.region} has no scatter name; left out", ""]
             continue
-        lines += _row(index, part, region_name, regions.get(part.region), fs_types, storage)
+        lines += _row(
+            index, part, region_name, regions.get(part.region), fs_types, storage, left_out
+        )
         index += 1
     return "\n".join(lines) + "\n"
 
@@ -201,9 +205,12 @@ def _row(
     region: Region | None,
     fs_types: Mapping[str, str] | None,
     storage: str,
+    left_out: frozenset[str] = frozenset(),
 ) -> list[str]:
     """One partition's block, every field in ptgen's order, then a blank line."""
     role = row_role(part, fs_types)
+    if part.name in left_out:
+        role = RowRole(role.operation_type, False, role.type)
     size = part.size_bytes if part.declared_size_bytes is None else part.declared_size_bytes
     start = _start_address(part, role, region, size)
     if not role.is_download:
