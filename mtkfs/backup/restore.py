@@ -201,7 +201,8 @@ def print_plan(plan: Plan, description: str, target: str, progress: Progress) ->
 
 
 async def run_restore(request: RestoreRequest) -> int:
-    async with open_session(request.target, writable=True, need_map=False) as session:
+    writable = not request.dry_run  # a dry run never opens the target for writing
+    async with open_session(request.target, writable=writable, need_map=False) as session:
         regions = dict(session.transport.regions)
         items, description = load_inputs(request.folder, regions)
         plan = make_plan(
