@@ -211,6 +211,12 @@ EOF
   $MTKFS_SHOWN status $MNT
   $MTKFS_SHOWN umount $MNT && $MTKFS_SHOWN journal rollback $PHONE   # boot as it was before
 EOF
+    section "Backups (docs/backup.md)"
+    cat <<EOF
+  $MTKFS_SHOWN dump $DATA boot recovery lk -o /tmp/backup     # sha256 manifest; Ctrl-C + rerun resumes
+  $MTKFS_SHOWN export-rom $DATA /tmp/rom --platform MT6752    # an SP Flash Tool ROM folder
+  $MTKFS_SHOWN restore /tmp/backup $DATA --dry-run             # the plan, every file checked
+EOF
     section "When done, unmount"
     if [[ $loop_ok -eq 1 ]]; then
         echo "  ${sudo_shown}umount $SYS && $MTKFS_SHOWN umount $MNT"
