@@ -290,7 +290,9 @@ async def _dump_item(
     try:
         while position < item.size:
             size = min(step, item.size - position)
-            data = await session.cache.read(item.region, item.offset + position, size)
+            data = await session.cache.read(
+                item.region, item.offset + position, size, limit_bytes=item.offset + item.size
+            )  # readahead stops at the item's end: the next item may be elsewhere or skipped
             if len(data) != size:
                 raise SourceError(
                     f"{item.name}: the source ended at {item.region}+{item.offset + position:#x}"

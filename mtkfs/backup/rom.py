@@ -150,7 +150,9 @@ async def _copy(
     total = ByteSum16()
     try:
         for at in range(0, size, STEP_BYTES):
-            data = await session.cache.read(region, offset + at, min(STEP_BYTES, size - at))
+            data = await session.cache.read(
+                region, offset + at, min(STEP_BYTES, size - at), limit_bytes=offset + size
+            )
             await trio.to_thread.run_sync(sink.write, data)
             total.update(data)
             progress.advance(len(data))
@@ -166,7 +168,8 @@ async def _export_ext4(session: Session, part: Partition, out: Path, progress: P
 
     async def read(offset: int, size: int) -> bytes:
         size = max(0, min(size, part.size_bytes - offset))
-        return await cache.read(part.region, part.offset_bytes + offset, size)
+        end = part.offset_bytes + part.size_bytes
+        return await cache.read(part.region, part.offset_bytes + offset, size, limit_bytes=end)
 
     try:
         usage = await ext4_used_ranges(read, part.size_bytes)
