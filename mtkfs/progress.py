@@ -48,10 +48,12 @@ class Progress:
         self.interval_s = interval_s
         self.clock = clock
         self.done_bytes = 0
+        self._moved_bytes = 0  # this run's, for the rate (done_bytes includes resumed parts)
         self._started_s = clock()
         self._name = ""
         self._item_bytes = 0
         self._item_done = 0
+        self._item_already = 0
         self._item_started_s = self._started_s
         self._last_line_s = self._started_s
         self._total_bar: tqdm[Any] | None = None
@@ -77,6 +79,7 @@ class Progress:
         self._name = name
         self._item_bytes = size_bytes
         self._item_done = already_bytes
+        self._item_already = already_bytes
         self._item_started_s = self.clock()
         self.done_bytes += already_bytes
         if self.mode == "bars":
@@ -92,6 +95,7 @@ class Progress:
         """``moved_bytes`` more of the current item are done."""
         self._item_done += moved_bytes
         self.done_bytes += moved_bytes
+        self._moved_bytes += moved_bytes
         if self.mode == "bars":
             if self._item_bar is not None:
                 self._item_bar.update(moved_bytes)
@@ -102,14 +106,16 @@ class Progress:
             percent = 100 * self._item_done // max(self._item_bytes, 1)
             self._line(
                 f"{self._name}: {human_size(self._item_done)} of {human_size(self._item_bytes)} "
-                f"({percent}%), {_rate(self._item_done, elapsed)}, total {self._eta()}"
+                f"({percent}%), {_rate(self._item_done - self._item_already, elapsed)}, "
+                f"total {self._eta()}"
             )
 
     def done(self, note: str = "") -> None:
         """The current item is finished; ``note`` is added to its line (e.g. a hash)."""
         elapsed = self.clock() - self._item_started_s
         text = f"{self._name}: done, {human_size(self._item_bytes)} in {elapsed:.1f} s"
-        text += f" ({_rate(self._item_done, elapsed)})" + (f", {note}" if note else "")
+        text += f" ({_rate(self._item_done - self._item_already, elapsed)})"
+        text += f", {note}" if note else ""
         if self.mode == "bars":
             if self._item_bar is not None:
                 self._item_bar.close()
@@ -134,9 +140,9 @@ class Progress:
     def _eta(self) -> str:
         elapsed = self.clock() - self._started_s
         left = self.total_bytes - self.done_bytes
-        if elapsed <= 0 or self.done_bytes <= 0:
+        if elapsed <= 0 or self._moved_bytes <= 0:
             return f"{human_size(self.done_bytes)} of {human_size(self.total_bytes)}"
-        eta_s = left / (self.done_bytes / elapsed)
+        eta_s = left / (self._moved_bytes / elapsed)
         return (
             f"{human_size(self.done_bytes)} of {human_size(self.total_bytes)}, "
             f"ETA {int(eta_s) // 60}:{int(eta_s) % 60:02d}"

@@ -304,13 +304,15 @@ async def _dump_item(
                 await _checkpoint(session, sink, item, manifest, out_dir)
                 last_checkpoint_s = time.monotonic()
                 checkpoint_at = position + CHECKPOINT_BYTES
-    except trio.Cancelled:
-        with trio.CancelScope(shield=True):
-            await _checkpoint(session, sink, item, manifest, out_dir)
-            await trio.to_thread.run_sync(sink.abandon)
-        raise
     except BaseException:
-        await trio.to_thread.run_sync(sink.abandon)
+        # Interrupted, or the device failed: what was written is good, so keep it for the
+        # next run (unless the output disk itself is the problem).
+        with trio.CancelScope(shield=True):
+            try:
+                await _checkpoint(session, sink, item, manifest, out_dir)
+            except OSError as exc:
+                log.warning("%s: could not record the resume point: %s", item.name, exc)
+            await trio.to_thread.run_sync(sink.abandon)
         raise
     raw_bytes, file_bytes = await trio.to_thread.run_sync(sink.close)
     os.replace(part, final)

@@ -396,9 +396,7 @@ def _batches(bitmaps: list[tuple[int, int]], most_blocks: int) -> Iterator[list[
     most ``most_blocks``, so side-by-side bitmaps come in one read."""
     batch: list[tuple[int, int]] = []
     for pair in bitmaps:
-        if batch and not (
-            pair[0] - batch[-1][0] <= 1 and pair[0] - batch[0][0] < most_blocks
-        ):
+        if batch and not (pair[0] - batch[-1][0] <= 1 and pair[0] - batch[0][0] < most_blocks):
             yield batch
             batch = []
         batch.append(pair)
@@ -436,9 +434,9 @@ async def ext4_used_ranges(read: Read, size_bytes: int) -> Ext4Usage:
         data = await _read_exact(
             read, first * bs, (batch[-1][0] - first + 1) * bs, "a block bitmap"
         )
-        for block, group in batch:
+        for block, number in batch:
             at = (block - first) * bs
-            bits.load(group, data[at : at + bs], geometry.blocks_per_group)
+            bits.load(number, data[at : at + bs], geometry.blocks_per_group)
     ranges = _Ranges(_MAX_RANGES)
     if geometry.first_data_block:
         ranges.add(0, geometry.first_data_block)  # the boot block before a 1 KiB-block fs
