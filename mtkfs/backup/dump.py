@@ -32,7 +32,7 @@ import trio
 
 from mtkfs.backup import manifest as mf
 from mtkfs.backup.sink import COMPRESSIONS, Sink
-from mtkfs.errors import BackupError, SourceError, UsageError
+from mtkfs.errors import BackupError, MtkfsError, SourceError, UsageError
 from mtkfs.maps.model import PartitionMap, Region
 from mtkfs.progress import Progress
 from mtkfs.session import JobOptions, Session, open_session
@@ -204,24 +204,24 @@ async def run_dump(request: DumpRequest) -> int:
             progress.message(note)
         link_before = _link_bytes(session)
         said: list[str] = []
+        failed: list[MtkfsError | OSError] = []
         with trio.CancelScope() as scope:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_watch_signals, scope, said)
                 session.cache.start(nursery)
-                for item in wanted:
-                    await _dump_item(session, item, out_dir, manifest, progress)
+                try:
+                    for item in wanted:
+                        await _dump_item(session, item, out_dir, manifest, progress)
+                except (MtkfsError, OSError) as exc:  # raised here, not as an ExceptionGroup
+                    failed.append(exc)
                 nursery.cancel_scope.cancel()
         progress.close()
-        manifest.sessions.append(
-            {
-                "started": started,
-                "finished": time.time(),
-                "interrupted": bool(said),
-                "link_bytes": _link_bytes(session) - link_before,
-                "disk_cache_hits": session.cache.stats.total().disk_hits,
-                "transport": transport.stats(),
-            }
-        )
+        if failed:
+            _record_session(manifest, session, started, link_before, "failed")
+            await trio.to_thread.run_sync(manifest.save, out_dir)
+            progress.message("what was written is kept: run the same command again to continue")
+            raise failed[0]
+        _record_session(manifest, session, started, link_before, said[0] if said else "")
         manifest.save(out_dir)
         manifest.save_sums(out_dir)
         done = [i for i in wanted if i.status == "done"]
@@ -237,6 +237,23 @@ async def run_dump(request: DumpRequest) -> int:
             return INTERRUPTED
         progress.message(f"dumped {summary}; manifest.json and SHA256SUMS written")
         return 0
+
+
+def _record_session(
+    manifest: mf.Manifest, session: Session, started: float, link_before: int, stop: str
+) -> None:
+    """What this run did, for the manifest (``stop``: the signal or ``failed``; "" = done)."""
+    manifest.sessions.append(
+        {
+            "started": started,
+            "finished": time.time(),
+            "interrupted": bool(stop),
+            "stopped_by": stop or None,
+            "link_bytes": _link_bytes(session) - link_before,
+            "disk_cache_hits": session.cache.stats.total().disk_hits,
+            "transport": session.transport.stats(),
+        }
+    )
 
 
 def _link_bytes(session: Session) -> int:

@@ -84,19 +84,26 @@ async def run_export(request: ExportRequest) -> int:
         for name in sorted(left_out):
             size = human_size(pmap.by_name(name).size_bytes)
             progress.message(f"left out {name} ({size}): add --all to export it")
+        sums: dict[str, int] = {}
+        failed: list[MtkfsError | OSError] = []
         async with trio.open_nursery() as nursery:
             cache.start(nursery)
-            sums: dict[str, int] = {}
-            for part in rows:
-                if part.name.lower() == "preloader":
-                    value = await _export_preloader(session, part, out, progress)
-                    if value is not None:
-                        sums[part.name] = value
-                elif types.get(part.name) == "ext4":
-                    sums[part.name] = await _export_ext4(session, part, out, progress)
-                else:
-                    sums[part.name] = await _export_raw(session, part, out, progress)
+            try:
+                for part in rows:
+                    if part.name.lower() == "preloader":
+                        value = await _export_preloader(session, part, out, progress)
+                        if value is not None:
+                            sums[part.name] = value
+                    elif types.get(part.name) == "ext4":
+                        sums[part.name] = await _export_ext4(session, part, out, progress)
+                    else:
+                        sums[part.name] = await _export_raw(session, part, out, progress)
+            except (MtkfsError, OSError) as exc:  # raised as itself, not in an ExceptionGroup
+                failed.append(exc)
             nursery.cancel_scope.cancel()
+        progress.close()
+        if failed:
+            raise failed[0]
         scatter = write_scatter(
             pmap,
             regions,

@@ -52,6 +52,9 @@ _BG_BLOCK_UNINIT = 0x2
 
 #: Bitmap and descriptor blocks fetched per read call (flex_bg packs bitmaps side by side).
 _READ_BATCH_BYTES = 4 << 20
+#: Blocks between two bitmaps that are read and thrown away rather than costing another read
+#: call (flex_bg packs the bitmaps together, but the uninitialised groups' ones are not read).
+_BATCH_GAP_BLOCKS = 16
 #: mke2fs refuses fewer blocks per group; accepting fewer only lets hostile images make us loop.
 _MIN_BLOCKS_PER_GROUP = 256
 #: Above this many ranges, the smallest free gaps are counted as used (see :class:`_Ranges`).
@@ -392,11 +395,14 @@ class _Ranges:
 
 
 def _batches(bitmaps: list[tuple[int, int]], most_blocks: int) -> Iterator[list[tuple[int, int]]]:
-    """Sorted ``(bitmap block, group)`` pairs cut into runs of adjacent blocks, each spanning at
-    most ``most_blocks``, so side-by-side bitmaps come in one read."""
+    """Sorted ``(bitmap block, group)`` pairs cut into runs of nearby blocks (at most
+    ``_BATCH_GAP_BLOCKS`` apart), each spanning at most ``most_blocks``: side-by-side bitmaps
+    come in one read."""
     batch: list[tuple[int, int]] = []
     for pair in bitmaps:
-        if batch and not (pair[0] - batch[-1][0] <= 1 and pair[0] - batch[0][0] < most_blocks):
+        if batch and (
+            pair[0] - batch[-1][0] > _BATCH_GAP_BLOCKS + 1 or pair[0] - batch[0][0] >= most_blocks
+        ):
             yield batch
             batch = []
         batch.append(pair)

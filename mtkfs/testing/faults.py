@@ -12,6 +12,8 @@ test suite and for trying out the failsafe behaviour). SPEC is comma-separated:
 ``fail-write@N``   the Nth write is refused (TransportError), nothing stored
 ``drop@N``         the Nth write stores its first half, then the device is gone for good
 ``write-delay=S``  every write takes S more seconds (widens the window for kill tests)
+``gone-read@N``    the Nth read finds the device gone, and so does everything after it (a
+                   cable pulled during a dump)
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ import trio
 from mtkfs.errors import DeviceGoneError, TransportError, UsageError
 from mtkfs.transports.base import Transport, WrappingTransport
 
-_ITEM = re.compile(r"^(flip-bit|fail-write|drop)@([1-9]\d*)$|^write-delay=(\d+(?:\.\d*)?|\.\d+)$")
+_ITEM = re.compile(
+    r"^(flip-bit|fail-write|drop|gone-read)@([1-9]\d*)$|^write-delay=(\d+(?:\.\d*)?|\.\d+)$"
+)
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,7 @@ class FaultSpec:
     fail_write_at: int = 0
     drop_at: int = 0
     write_delay_s: float = 0.0
+    gone_read_at: int = 0
 
 
 def parse_fault_spec(text: str) -> FaultSpec:
@@ -45,7 +50,7 @@ def parse_fault_spec(text: str) -> FaultSpec:
         if not match:
             raise UsageError(
                 f"--inject-faults: cannot read {item!r} (use flip-bit@N, fail-write@N, drop@N, "
-                "write-delay=SECONDS)"
+                "gone-read@N, write-delay=SECONDS)"
             )
         if match.group(3) is not None:
             values["write_delay_s"] = float(match.group(3))
@@ -56,6 +61,7 @@ def parse_fault_spec(text: str) -> FaultSpec:
         fail_write_at=int(values.get("fail_write_at", 0)),
         drop_at=int(values.get("drop_at", 0)),
         write_delay_s=values.get("write_delay_s", 0.0),
+        gone_read_at=int(values.get("gone_read_at", 0)),
     )
 
 
@@ -66,6 +72,7 @@ class FaultyTransport(WrappingTransport):
         super().__init__(inner)
         self.spec = spec
         self.writes = 0
+        self.reads = 0
         self.gone = False
 
     def _check(self) -> None:
@@ -74,6 +81,10 @@ class FaultyTransport(WrappingTransport):
 
     async def read(self, region: str, offset_bytes: int, size_bytes: int) -> bytes:
         self._check()
+        self.reads += 1
+        if self.reads == self.spec.gone_read_at:
+            self.gone = True
+            raise DeviceGoneError(f"injected fault: device gone during read #{self.reads}")
         return await super().read(region, offset_bytes, size_bytes)
 
     async def read_back(self, region: str, offset_bytes: int, size_bytes: int) -> bytes:

@@ -266,3 +266,28 @@ def test_restore_refuses_another_layout_and_named_protected_partitions(
     assert mismatch.returncode == 10, mismatch.stderr
     assert "another partition layout" in mismatch.stderr or "no such partition" in mismatch.stderr
     assert os.stat(next(iter(other.regions.values()))).st_mtime_ns == before
+
+
+def test_a_device_gone_mid_dump_keeps_what_was_written(p70a: Layout, tmp_path: Path) -> None:
+    """The cable is pulled during ``cache`` (the 40th read): the error says so, the part
+    written is kept, and the rerun (device back) reads only the rest."""
+    out = tmp_path / "d"
+    args = ("dump", p70a.folder, "boot", "cache", "-o", out, "--link-model",
+            "latency=1ms,bandwidth=2GB/s")  # fmt: skip
+    failed = mtkfs(*args, "--inject-faults", "gone-read@40")
+    assert failed.returncode == 6, failed.stderr
+    assert "the device is gone" in failed.stderr and "Traceback" not in failed.stderr
+    assert "run the same command again" in failed.stderr
+    items = {i["name"]: i for i in manifest(out)["items"]}
+    assert items["boot"]["status"] == "done"
+    assert items["cache"]["status"] == "partial" and items["cache"]["done_bytes"] > 0
+    kept = items["cache"]["done_bytes"]
+    again = mtkfs(*args)
+    assert again.returncode == 0, again.stderr
+    assert "resuming at" in again.stderr
+    moved = manifest(out)["sessions"][-1]["link_bytes"]
+    cache = p70a.by_name("cache").size_bytes
+    assert moved <= cache - kept + 4 * MiB  # the rest of cache and the GPT probe
+    assert range_sha256(out / "cache.img", 0, cache) == range_sha256(
+        p70a.regions["user"], p70a.by_name("cache").offset_bytes, cache
+    )
