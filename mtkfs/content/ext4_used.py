@@ -23,6 +23,7 @@ Correctness rule: copying too much is safe, copying too little loses data. So:
 
 from __future__ import annotations
 
+import itertools
 import re
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -387,7 +388,7 @@ class _Ranges:
             return
         self.items.append((start, end))
         if len(self.items) > self.limit:
-            gaps = sorted(b[0] - a[1] for a, b in zip(self.items, self.items[1:], strict=False))
+            gaps = sorted(b[0] - a[1] for a, b in itertools.pairwise(self.items))
             self.bridge_blocks = max(self.bridge_blocks, gaps[len(gaps) // 2])
             items, self.items = self.items, []
             for item in items:

@@ -66,7 +66,8 @@ class SparseEncoder:
         self._kind: int | None = None
         self._fill = b""
         self._blocks = 0
-        self._raw: list[memoryview] = []
+        #: The pending RAW chunk's data: (buffer, start, end) slices of the buffers fed.
+        self._raw: list[tuple[memoryview, int, int]] = []
 
     def skip(self, count_blocks: int) -> None:
         """``count_blocks`` blocks that the image does not store (DONT_CARE)."""
@@ -88,13 +89,25 @@ class SparseEncoder:
                 if self._kind == RAW and self._blocks >= self.max_raw_blocks:
                     self._emit()
                 self._extend(RAW, b"", 1)
-                self._raw.append(view[at : at + bs])
+                if self._raw and self._raw[-1][0] is view and self._raw[-1][2] == at:
+                    self._raw[-1] = (view, self._raw[-1][1], at + bs)  # the run goes on
+                else:
+                    self._raw.append((view, at, at + bs))
+
+    def feed(self, skip_blocks: int, data: bytes) -> None:
+        """:meth:`skip` then :meth:`data`, in one call (one trip to a worker thread)."""
+        self.skip(skip_blocks)
+        self.data(data)
 
     def finish(self) -> SparseStats:
-        """Close the last chunk, write the file header; the stats, with the file's size."""
+        """Close the last chunk, write the file header; the stats, with the file's size.
+
+        Blocks not fed yet at the end of the image are DONT_CARE.
+        """
+        self.skip(self.total_blocks - self.blocks_done)
         self._emit()
         if self.blocks_done != self.total_blocks:
-            raise ValueError(f"{self.blocks_done} blocks fed for an image of {self.total_blocks}")
+            raise ValueError(f"{self.blocks_done} blocks fed to an image of {self.total_blocks}")
         end_at = self.out.tell()
         self.out.seek(self.start_at)
         self.out.write(
@@ -122,8 +135,8 @@ class SparseEncoder:
         if kind == RAW:
             payload_bytes = count * self.block_bytes
             self.out.write(CHUNK_HEADER.pack(RAW, 0, count, CHUNK_HEADER.size + payload_bytes))
-            for piece in self._raw:
-                self.out.write(piece)
+            for buffer, start, end in self._raw:
+                self.out.write(buffer[start:end])
             self._raw = []
             self.stats.raw_blocks += count
         elif kind == FILL:
@@ -193,20 +206,21 @@ async def write_sparse(
     )
     position = 0
     for start, end in _clip(used, total_blocks):
-        encoder.skip(start - position)
         for at in range(start, end, step_blocks):
             count = min(step_blocks, end - at)
             data = await read(at * block_bytes, count * block_bytes)
-            if len(data) != count * block_bytes:
+            if len(data) < count * block_bytes:
+                ends_at = at * block_bytes + len(data)
                 raise SourceError(
-                    f"the source ends inside block {at} ({len(data)} of "
-                    f"{count * block_bytes} bytes read at byte {at * block_bytes})"
+                    f"the source ends at byte {ends_at}, inside block {ends_at // block_bytes}"
+                    f" of {total_blocks} ({block_bytes}-byte blocks)"
                 )
-            await trio.to_thread.run_sync(encoder.data, data)
+            if len(data) > count * block_bytes:
+                raise ValueError(f"read returned {len(data)} bytes for {count * block_bytes}")
+            await trio.to_thread.run_sync(encoder.feed, at - position, data)
+            position = at + count
             if on_progress is not None:
-                on_progress((at + count) * block_bytes)
-        position = end
-    encoder.skip(total_blocks - position)
+                on_progress(position * block_bytes)
     stats = await trio.to_thread.run_sync(encoder.finish)
     if on_progress is not None:
         on_progress(size_bytes)
@@ -223,9 +237,7 @@ def sparse_image(data: bytes, *, block_bytes: int, used: Iterable[tuple[int, int
     )
     position = 0
     for start, end in _clip(used, total_blocks):
-        encoder.skip(start - position)
-        encoder.data(data[start * block_bytes : end * block_bytes])
+        encoder.feed(start - position, data[start * block_bytes : end * block_bytes])
         position = end
-    encoder.skip(total_blocks - position)
     encoder.finish()
     return out.getvalue()
