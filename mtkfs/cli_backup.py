@@ -8,6 +8,7 @@ lines in a pipe or a log.
 from __future__ import annotations
 
 import argparse
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,11 @@ The folder gets NAME.img per partition (.gz/.zst when compressed), gaps/ (the pa
 areas), manifest.json (where each came from, sha256, resume points) and SHA256SUMS
 (`sha256sum -c SHA256SUMS`). Exit status: 0 done, 130 interrupted (run it again to continue).
 """
+
+
+def _wrap(text: str) -> str:
+    """A description for a parser whose epilog keeps its own line breaks."""
+    return textwrap.fill(text, width=78)
 
 
 def _add_job_args(parser: argparse.ArgumentParser) -> None:
@@ -78,10 +84,12 @@ def add_backup_commands(sub: Any) -> None:
     dump = sub.add_parser(
         "dump",
         help="copy partitions into a folder: progress, sha256 manifest, resumable",
-        description="Copy the partitions of SOURCE (default: all, except a userdata larger "
-        "than 1 GiB, plus the partition-table areas) into DIR through the same transport and "
-        "cache as a mount. Interrupted (Ctrl-C, unplugged)? Run the same command again: "
-        "finished files are kept, partial ones continue where they were made durable.",
+        description=_wrap(
+            "Copy the partitions of SOURCE (default: all, except a userdata larger "
+            "than 1 GiB, plus the partition-table areas) into DIR through the same transport and "
+            "cache as a mount. Interrupted (Ctrl-C, unplugged)? Run the same command again: "
+            "finished files are kept, partial ones continue where they were made durable."
+        ),
         epilog=_EPILOG_DUMP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -121,13 +129,15 @@ def add_backup_commands(sub: Any) -> None:
     restore = sub.add_parser(
         "restore",
         help="write a dump (or a scatter ROM folder) back, verified, after showing the plan",
-        description="Write the files of DIR — an mtkfs dump (manifest.json) or an SP Flash "
-        "Tool ROM folder (*scatter*.txt, Checksum.ini; sparse images are expanded) — to TARGET "
-        "(any source, opened read-write). The plan is always printed first. Every file is "
-        "checked against its sha256/Checksum.ini before anything is written; each partition "
-        "is written through the journal and verified on the device. Refused, with nothing "
-        "written: size mismatches with the target's own table, protected partitions you named "
-        "without --unlock. A blank target (no table) takes the dump's offsets.",
+        description=_wrap(
+            "Write the files of DIR — an mtkfs dump (manifest.json) or an SP Flash "
+            "Tool ROM folder (*scatter*.txt, Checksum.ini; sparse images are expanded) — to TARGET "
+            "(any source, opened read-write). The plan is always printed first. Every file is "
+            "checked against its sha256/Checksum.ini before anything is written; each partition "
+            "is written through the journal and verified on the device. Refused, with nothing "
+            "written: size mismatches with the target's own table, protected partitions you named "
+            "without --unlock. A blank target (no table) takes the dump's offsets."
+        ),
         epilog="examples:\n"
         "  mtkfs restore backup/ da:usb --dry-run          show the plan, check the files\n"
         "  mtkfs restore backup/ da:usb boot recovery       only these\n"
