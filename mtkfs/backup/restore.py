@@ -184,7 +184,8 @@ def make_plan(
     return plan
 
 
-def print_plan(plan: Plan, description: str, target: str, progress: Progress) -> None:
+def print_plan(plan: Plan, description: str, target: str) -> None:
+    """The plan, on stdout: it is the command's answer, printed even with ``--progress off``."""
     lines = [f"restore plan: {description} -> {target} (map: {plan.origin})"]
     for step in plan.steps:
         item = step.item
@@ -197,7 +198,7 @@ def print_plan(plan: Plan, description: str, target: str, progress: Progress) ->
     lines.append(f"  {len(plan.writes)} item(s), {human_size(total)} to write")
     for problem in plan.problems:
         lines.append(f"  REFUSED: {problem}")
-    progress.message("\n".join(lines))
+    print("\n".join(lines), flush=True)
 
 
 async def run_restore(request: RestoreRequest) -> int:
@@ -214,7 +215,7 @@ async def run_restore(request: RestoreRequest) -> int:
             unlock_all=request.unlock_all,
         )
         progress = Progress(sum(s.item.length for s in plan.writes), mode=request.progress)
-        print_plan(plan, description, session.transport.description, progress)
+        print_plan(plan, description, session.transport.description)
         if plan.problems:
             raise PlanError(
                 f"restore refused, nothing was written: {plan.problems[0]}"
@@ -232,7 +233,7 @@ async def run_restore(request: RestoreRequest) -> int:
         for step in plan.writes:
             await trio.to_thread.run_sync(inp.verify, step.item)
         if request.dry_run:
-            progress.message("--dry-run: all files check out; nothing was written")
+            print("--dry-run: every file checks out; nothing was written", flush=True)
             return 0
         await _write_all(session, plan, request, progress)
         progress.close()

@@ -204,9 +204,9 @@ def test_restore_to_a_blank_chip_makes_every_partition_hash_equal(
     # Without unlocks: the plan is printed, protected items and tables are skipped.
     plan = mtkfs("restore", out, blank, "--dry-run", "--journal-dir", journal)
     assert plan.returncode == 0, plan.stderr
-    assert "skip (protected: --unlock preloader)" in plan.stderr
-    assert "skip (partition-table area: --unlock tables)" in plan.stderr
-    assert "nothing was written" in plan.stderr
+    assert "skip (protected: --unlock preloader)" in plan.stdout
+    assert "skip (partition-table area: --unlock tables)" in plan.stdout
+    assert "nothing was written" in plan.stdout
     assert not any(blank.joinpath("User").read_bytes()[: 1 * MiB])  # still blank
 
     result = mtkfs("restore", out, blank, "--unlock-all", "--journal-dir", journal, timeout_s=300)

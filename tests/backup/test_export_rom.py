@@ -130,7 +130,7 @@ def test_restore_from_the_rom_folder(p70a: Layout, rom: tuple[Path, str], tmp_pa
     result = mtkfs("restore", out, target.folder, "boot", "cache", "--journal-dir",
                    tmp_path / "journal", timeout_s=300)  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert "ROM folder (MT6752_Android_scatter.txt)" in result.stderr
+    assert "ROM folder (MT6752_Android_scatter.txt)" in result.stdout
     assert target.read("boot") == p70a.read("boot")
     assert partition_sha256(target, "cache") == partition_sha256(p70a, "cache")
     # A damaged image is caught by Checksum.ini before anything is written.
