@@ -15,12 +15,13 @@ from typing import Any
 import trio
 
 from mtkfs.backup.dump import DumpRequest, run_dump
-from mtkfs.backup.restore import TABLES, RestoreRequest, run_restore
+from mtkfs.backup.restore import RestoreRequest, run_restore
 from mtkfs.backup.rom import ExportRequest, run_export
 from mtkfs.cli_source import add_map_args, add_source_args, cache_dir_of, source_options
 from mtkfs.cli_writes import add_journal_dir
 from mtkfs.session import JobOptions
 from mtkfs.transports.linkmodel import parse_link_spec
+from mtkfs.volume import TABLES
 
 _EPILOG_DUMP = """\
 examples:

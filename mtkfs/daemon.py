@@ -25,7 +25,6 @@ from pathlib import Path
 import pyfuse3
 import trio
 
-from mtkfs.cache import ChunkCache
 from mtkfs.commit import WriteBack
 from mtkfs.content.samples import SampleReader
 from mtkfs.content.scan import ScanStats, detect_partitions
@@ -36,14 +35,13 @@ from mtkfs.fuse.ops import MtkfsOperations
 from mtkfs.journal import Journal, default_journal_root
 from mtkfs.maps.model import PartitionMap
 from mtkfs.mounts import mount_entry
-from mtkfs.mountview import TABLES, MountView
+from mtkfs.mountview import MountView
 from mtkfs.notify import Notifier
-from mtkfs.session import open_chunk_cache
-from mtkfs.testing.faults import FaultyTransport, parse_fault_spec
-from mtkfs.transports import SourceOptions, open_transport
+from mtkfs.session import open_chunk_cache, open_wrapped_transport
+from mtkfs.transports import SourceOptions
 from mtkfs.transports.base import Transport
-from mtkfs.transports.linkmodel import LinkModelTransport, LinkSpec
-from mtkfs.volume import is_never_writable
+from mtkfs.transports.linkmodel import LinkSpec
+from mtkfs.volume import TABLES, is_never_writable
 
 log = logging.getLogger(__name__)
 
@@ -170,19 +168,6 @@ def check_mountpoint(mountpoint: Path) -> None:
         raise MountpointError(f"mountpoint {mountpoint} belongs to another user")
 
 
-async def open_cache(
-    transport: Transport, config: MountConfig, stack: contextlib.AsyncExitStack
-) -> ChunkCache:
-    """The chunk cache for a mount, with the persistent store when ``--cache-dir`` is given."""
-    return await open_chunk_cache(
-        transport,
-        stack,
-        cache_dir=config.cache_dir,
-        trust_cache=config.trust_cache,
-        cache_bytes=config.cache_bytes,
-    )
-
-
 def open_journal(
     transport: Transport, config: MountConfig, stack: contextlib.AsyncExitStack
 ) -> Journal | None:
@@ -249,17 +234,23 @@ async def serve(
     check_mountpoint(config.mountpoint)
     notifier.status(f"opening {config.source}")
     async with contextlib.AsyncExitStack() as stack:
-        transport = await open_transport(
-            config.source, writable=config.read_write, options=config.source_options
+        transport = await open_wrapped_transport(
+            config.source,
+            stack,
+            writable=config.read_write,
+            options=config.source_options,
+            inject_faults=config.inject_faults,
+            link_model=config.link_model,
         )
-        stack.push_async_callback(transport.aclose)
-        if config.inject_faults is not None:
-            transport = FaultyTransport(transport, parse_fault_spec(config.inject_faults))
-        if config.link_model is not None:
-            transport = LinkModelTransport(transport, config.link_model)
         options = fuse_options(config.options, transport.device_id)
         journal = open_journal(transport, config, stack)
-        cache = await open_cache(transport, config, stack)
+        cache = await open_chunk_cache(
+            transport,
+            stack,
+            cache_dir=config.cache_dir,
+            trust_cache=config.trust_cache,
+            cache_bytes=config.cache_bytes,
+        )
         pmap = await discover_map(
             transport.regions,
             cache.read,

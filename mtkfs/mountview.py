@@ -26,7 +26,7 @@ from mtkfs.maps.model import Partition, PartitionMap, Region
 from mtkfs.maps.report import map_report
 from mtkfs.romfiles import PRELOADER_BIN, ChecksumFile, ScatterFile, preloader_image
 from mtkfs.transports.base import Transport
-from mtkfs.volume import Guard, Volume, is_never_writable, is_protected
+from mtkfs.volume import TABLES, Guard, Volume, is_never_writable, is_protected
 
 
 def json_bytes(data: Mapping[str, Any]) -> bytes:
@@ -49,12 +49,6 @@ async def rom_files(
     if preloader_bin is not None:
         files[PRELOADER_BIN] = preloader_bin
     return files
-
-
-#: ``--unlock tables``: the bytes of a region that belong to no partition. They hold the
-#: partition tables themselves (MBR, the EBR chain, primary and backup GPT) and, on old MediaTek
-#: phones mapped by MBR alone, whole partitions the MBR does not list (nvram, proinfo…).
-TABLES = "tables"
 
 
 def _gaps(parts: list[Partition], region_bytes: int) -> list[tuple[int, int]]:

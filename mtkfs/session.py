@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import trio
 
 from mtkfs.cache import ChunkCache
 from mtkfs.discover import discover_map
@@ -66,6 +69,67 @@ async def open_chunk_cache(
     )
 
 
+async def open_wrapped_transport(
+    source: str,
+    stack: contextlib.AsyncExitStack,
+    *,
+    writable: bool,
+    options: SourceOptions,
+    inject_faults: str | None = None,
+    link_model: LinkSpec | None = None,
+) -> Transport:
+    """``source`` opened (closed when ``stack`` unwinds), inside the hidden fault injector and
+    the link model when asked: what a mount and a one-shot job both read through."""
+    transport = await open_transport(source, writable=writable, options=options)
+    stack.push_async_callback(transport.aclose)
+    if inject_faults is not None:
+        transport = FaultyTransport(transport, parse_fault_spec(inject_faults))
+    if link_model is not None:
+        transport = LinkModelTransport(transport, link_model)
+    return transport
+
+
+async def run_job(
+    cache: ChunkCache, work: Callable[[], Awaitable[None]], *, stop_on_signals: bool = False
+) -> str:
+    """Run ``work`` with the cache's readahead alive; the name of the signal that stopped it
+    ("" when it ran to its end).
+
+    Why: readahead needs a nursery, and an exception leaving a nursery comes out wrapped in an
+    ExceptionGroup — which the CLI would print as a traceback instead of one line (an
+    MtkfsError) or exit 130 (Ctrl-C). Here it comes out as itself. With ``stop_on_signals``,
+    SIGINT/SIGTERM cancel ``work`` (which saves its state as it unwinds) instead of raising.
+    """
+    caught: list[BaseException] = []
+    said: list[str] = []
+    with trio.CancelScope() as scope:
+        async with trio.open_nursery() as nursery:
+            if stop_on_signals:
+                await nursery.start(_cancel_on_signal, scope, said)  # listening before work
+            cache.start(nursery)
+            try:
+                await work()
+            except BaseException as exc:  # re-raised below, outside the nursery
+                caught.append(exc)
+            nursery.cancel_scope.cancel()
+    if caught and not (said and isinstance(caught[0], trio.Cancelled)):
+        raise caught[0]
+    return said[0] if said else ""
+
+
+async def _cancel_on_signal(
+    scope: trio.CancelScope,
+    said: list[str],
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        task_status.started()
+        async for signum in signals:
+            said.append(signal.Signals(signum).name)
+            scope.cancel()
+            return
+
+
 @dataclass(frozen=True)
 class JobOptions:
     """How to open a source for a job (the command line's source, map and cache flags)."""
@@ -100,14 +164,14 @@ async def open_session(
     :class:`~mtkfs.errors.NoMapError` (a blank target of ``restore``).
     """
     async with contextlib.AsyncExitStack() as stack:
-        transport: Transport = await open_transport(
-            options.source, writable=writable, options=options.source_options
+        transport = await open_wrapped_transport(
+            options.source,
+            stack,
+            writable=writable,
+            options=options.source_options,
+            inject_faults=options.inject_faults,
+            link_model=options.link_model,
         )
-        stack.push_async_callback(transport.aclose)
-        if options.inject_faults is not None:
-            transport = FaultyTransport(transport, parse_fault_spec(options.inject_faults))
-        if options.link_model is not None:
-            transport = LinkModelTransport(transport, options.link_model)
         cache = await open_chunk_cache(
             transport,
             stack,

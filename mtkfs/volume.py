@@ -33,6 +33,13 @@ PROTECTED = re.compile(
 )
 
 
+#: ``--unlock tables``: the bytes of a region that belong to no partition. They hold the
+#: partition tables themselves (MBR, the EBR chain, primary and backup GPT) and, on old MediaTek
+#: phones mapped by MBR alone, whole partitions the MBR does not list (nvram, proinfo…).
+#: ``mtkfs restore`` uses the same name for a dump's ``gaps/``.
+TABLES = "tables"
+
+
 def is_protected(name: str) -> bool:
     """True for partitions the Safety rules protect (see the module docstring)."""
     return PROTECTED.match(name) is not None

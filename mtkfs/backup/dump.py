@@ -22,7 +22,6 @@ import logging
 import os
 import re
 import shutil
-import signal
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -35,7 +34,7 @@ from mtkfs.backup.sink import COMPRESSIONS, Sink
 from mtkfs.errors import BackupError, MtkfsError, SourceError, UsageError
 from mtkfs.maps.model import PartitionMap, Region
 from mtkfs.progress import Progress
-from mtkfs.session import JobOptions, Session, open_session
+from mtkfs.session import JobOptions, Session, open_session, run_job
 from mtkfs.units import human_size
 
 log = logging.getLogger(__name__)
@@ -155,23 +154,9 @@ def _merge(old: mf.Manifest | None, new: mf.Manifest, out_dir: Path) -> mf.Manif
                 f"({before.size} bytes), the map now says {item.region}+{item.offset:#x} "
                 f"({item.size} bytes); choose an empty folder"
             )
-    by_name = {i.name: i for i in old.items}
-    for item in new.items:
-        if item.name in by_name:
-            kept = by_name[item.name]
-            kept.file = item.file
-        else:
-            old.items.append(item)
-    old.sessions = list(old.sessions)
+    known = {i.name for i in old.items}
+    old.items += [i for i in new.items if i.name not in known]
     return old
-
-
-async def _watch_signals(scope: trio.CancelScope, said: list[str]) -> None:
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async for signum in signals:
-            said.append(signal.Signals(signum).name)
-            scope.cancel()
-            return
 
 
 async def run_dump(request: DumpRequest) -> int:
@@ -196,32 +181,29 @@ async def run_dump(request: DumpRequest) -> int:
             items=items,
         )
         manifest = _merge(mf.load(out_dir), fresh, out_dir)
-        todo = [manifest.item(i.name) for i in items]
-        wanted = [i for i in todo if i is not None]
+        # This run's items, as the (possibly continued) manifest holds them.
+        names = {i.name for i in items}
+        wanted = [i for i in manifest.items if i.name in names]
         _check_space(out_dir, wanted, request.compression)
         progress = Progress(sum(i.size for i in wanted), mode=request.progress)
         for note in notes:
             progress.message(note)
         link_before = _link_bytes(session)
-        said: list[str] = []
-        failed: list[MtkfsError | OSError] = []
-        with trio.CancelScope() as scope:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(_watch_signals, scope, said)
-                session.cache.start(nursery)
-                try:
-                    for item in wanted:
-                        await _dump_item(session, item, out_dir, manifest, progress)
-                except (MtkfsError, OSError) as exc:  # raised here, not as an ExceptionGroup
-                    failed.append(exc)
-                nursery.cancel_scope.cancel()
-        progress.close()
-        if failed:
+
+        async def dump_all() -> None:
+            for item in wanted:
+                await _dump_item(session, item, out_dir, manifest, progress)
+
+        try:
+            stopped_by = await run_job(session.cache, dump_all, stop_on_signals=True)
+        except (MtkfsError, OSError):
+            progress.close()
             _record_session(manifest, session, started, link_before, "failed")
             await trio.to_thread.run_sync(manifest.save, out_dir)
             progress.message("what was written is kept: run the same command again to continue")
-            raise failed[0]
-        _record_session(manifest, session, started, link_before, said[0] if said else "")
+            raise
+        progress.close()
+        _record_session(manifest, session, started, link_before, stopped_by)
         manifest.save(out_dir)
         manifest.save_sums(out_dir)
         done = [i for i in wanted if i.status == "done"]
@@ -230,9 +212,9 @@ async def run_dump(request: DumpRequest) -> int:
             f"{len(done)} of {len(wanted)} item(s), {human_size(sum(i.size for i in done))}, "
             f"in {out_dir}; {human_size(moved)} over the link in {time.time() - started:.1f} s"
         )
-        if said:
+        if stopped_by:
             progress.message(
-                f"interrupted ({said[0]}): {summary}. Run the same command again to continue."
+                f"interrupted ({stopped_by}): {summary}. Run the same command again to continue."
             )
             return INTERRUPTED
         progress.message(f"dumped {summary}; manifest.json and SHA256SUMS written")

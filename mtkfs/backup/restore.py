@@ -38,12 +38,10 @@ from mtkfs.maps.model import PartitionMap, Region
 from mtkfs.progress import Progress
 from mtkfs.session import JobOptions, Session, open_session
 from mtkfs.units import human_size
-from mtkfs.volume import is_never_writable, is_protected
+from mtkfs.volume import TABLES, is_never_writable, is_protected
 
 log = logging.getLogger(__name__)
 
-#: The unlock name for the partition-table areas (``gaps/``), as on an rw mount.
-TABLES = "tables"
 MAX_DIRTY_BYTES = 64 << 20
 
 

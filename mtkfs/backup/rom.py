@@ -36,7 +36,7 @@ from mtkfs.maps.model import Partition
 from mtkfs.maps.scatter_write import write_scatter
 from mtkfs.progress import Progress
 from mtkfs.romfiles import PRELOADER_BIN, downloadable, fs_types, preloader_image
-from mtkfs.session import JobOptions, Session, open_session
+from mtkfs.session import JobOptions, Session, open_session, run_job
 from mtkfs.units import human_size
 
 log = logging.getLogger(__name__)
@@ -85,25 +85,22 @@ async def run_export(request: ExportRequest) -> int:
             size = human_size(pmap.by_name(name).size_bytes)
             progress.message(f"left out {name} ({size}): add --all to export it")
         sums: dict[str, int] = {}
-        failed: list[MtkfsError | OSError] = []
-        async with trio.open_nursery() as nursery:
-            cache.start(nursery)
-            try:
-                for part in rows:
-                    if part.name.lower() == "preloader":
-                        value = await _export_preloader(session, part, out, progress)
-                        if value is not None:
-                            sums[part.name] = value
-                    elif types.get(part.name) == "ext4":
-                        sums[part.name] = await _export_ext4(session, part, out, progress)
-                    else:
-                        sums[part.name] = await _export_raw(session, part, out, progress)
-            except (MtkfsError, OSError) as exc:  # raised as itself, not in an ExceptionGroup
-                failed.append(exc)
-            nursery.cancel_scope.cancel()
-        progress.close()
-        if failed:
-            raise failed[0]
+
+        async def export_all() -> None:
+            for part in rows:
+                if part.name.lower() == "preloader":
+                    value = await _export_preloader(session, part, out, progress)
+                    if value is not None:
+                        sums[part.name] = value
+                elif types.get(part.name) == "ext4":
+                    sums[part.name] = await _export_ext4(session, part, out, progress)
+                else:
+                    sums[part.name] = await _export_raw(session, part, out, progress)
+
+        try:
+            await run_job(cache, export_all)
+        finally:
+            progress.close()
         scatter = write_scatter(
             pmap,
             regions,
@@ -114,7 +111,6 @@ async def run_export(request: ExportRequest) -> int:
         )
         (out / scatter_name(request.platform)).write_text(scatter)
         (out / "Checksum.ini").write_text(write_checksum_ini(sums))
-        progress.close()
         progress.message(
             f"exported {len(sums)} image(s) to {out}: {scatter_name(request.platform)}, "
             "Checksum.ini; load the scatter in SP Flash Tool ('Download Only' keeps this "

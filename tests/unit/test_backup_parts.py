@@ -7,10 +7,14 @@ import gzip
 import hashlib
 import io
 import json
+import os
+import signal
 import subprocess
 from pathlib import Path
 
 import pytest
+import trio
+import trio.lowlevel
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -18,9 +22,11 @@ from mtkfs.backup import inputs as inp
 from mtkfs.backup import manifest as mf
 from mtkfs.backup.restore import make_plan
 from mtkfs.backup.sink import Sink, open_decompressed
+from mtkfs.cache import ChunkCache
 from mtkfs.errors import BackupError
 from mtkfs.maps.model import Partition, PartitionMap, Region
 from mtkfs.progress import Progress
+from mtkfs.session import run_job
 
 DATA = bytes(range(256)) * 4096 + bytes(300_000) + b"tail" * 1000
 
@@ -160,3 +166,35 @@ def test_plan_rules() -> None:
     assert blank.steps[0].write and not blank.problems
     past = make_plan([_input("boot", 2 << 20)], PartitionMap((), "none"), regions)
     assert "past the target's user" in past.problems[0]
+
+
+class _NoReads(ChunkCache):
+    def __init__(self) -> None:  # only start() is used
+        self._nursery = None
+
+
+@pytest.mark.parametrize("raised", [BackupError("bad file"), KeyboardInterrupt()])
+async def test_run_job_lets_errors_out_unwrapped(raised: BaseException) -> None:
+    """Not as an ExceptionGroup: the CLI turns an MtkfsError into one line and Ctrl-C into
+    exit 130 only when they arrive as themselves."""
+
+    async def work() -> None:
+        await trio.lowlevel.checkpoint()
+        raise raised
+
+    with pytest.raises(type(raised)):
+        await run_job(_NoReads(), work)
+
+
+async def test_run_job_reports_the_signal_that_stopped_it() -> None:
+    saved = []
+
+    async def work() -> None:
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            await trio.sleep(5)
+        finally:
+            saved.append("state saved while unwinding")
+
+    assert await run_job(_NoReads(), work, stop_on_signals=True) == "SIGTERM"
+    assert saved
